@@ -1,0 +1,87 @@
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { PreconditionError } from '../errors.js';
+import type { KubeClient } from './client.js';
+
+export interface KubeTargetOptions {
+  /** Explicit kubeconfig path (--kubeconfig). */
+  kubeconfig?: string;
+  /** Context name (--context). */
+  context?: string;
+  /** Environment to read KUBECONFIG / in-cluster variables from (defaults to process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Where the kubeconfig comes from: --kubeconfig, then KUBECONFIG, then ~/.kube/config, then the in-cluster account. */
+export function kubeconfigSource(
+  options: KubeTargetOptions,
+): { kind: 'file'; paths: string[] } | { kind: 'in-cluster' } {
+  const env = options.env ?? process.env;
+  if (options.kubeconfig) return { kind: 'file', paths: [options.kubeconfig] };
+  if (env.KUBECONFIG) {
+    return { kind: 'file', paths: env.KUBECONFIG.split(process.platform === 'win32' ? ';' : ':').filter(Boolean) };
+  }
+  const home = join(env.HOME ?? homedir(), '.kube', 'config');
+  if (existsSync(home)) return { kind: 'file', paths: [home] };
+  if (env.KUBERNETES_SERVICE_HOST) return { kind: 'in-cluster' };
+  return { kind: 'file', paths: [] };
+}
+
+/** Loads the kubeconfig and selects the context, with actionable errors. Imports client-node lazily (~0.6 s). */
+export async function loadKubeConfig(options: KubeTargetOptions): Promise<KubeConfig> {
+  const k8s = await import('@kubernetes/client-node');
+  const kc = new k8s.KubeConfig();
+  const source = kubeconfigSource(options);
+  if (source.kind === 'in-cluster') {
+    kc.loadFromCluster();
+  } else {
+    const paths = source.paths.filter((p) => existsSync(p));
+    if (paths.length === 0) {
+      throw new PreconditionError(
+        source.paths.length
+          ? `Kubeconfig not found: ${source.paths.join(', ')}`
+          : 'No Kubernetes configuration found (no --kubeconfig, no KUBECONFIG, no ~/.kube/config, not in a cluster).',
+        {
+          code: 'NO_KUBECONFIG',
+          next: ['Pass --kubeconfig PATH or set KUBECONFIG', 'Try it on the sandbox: npm run sandbox'],
+        },
+      );
+    }
+    const [first, ...rest] = paths;
+    kc.loadFromFile(first);
+    for (const path of rest) {
+      const extra = new k8s.KubeConfig();
+      extra.loadFromFile(path);
+      kc.mergeConfig(extra, true);
+    }
+  }
+  if (options.context) {
+    const names = kc.getContexts().map((c) => c.name);
+    if (!names.includes(options.context)) {
+      throw new PreconditionError(`Context "${options.context}" is not in the kubeconfig.`, {
+        code: 'CONTEXT_NOT_FOUND',
+        next: [
+          names.length ? `Use one of: ${names.join(', ')}` : 'Check the kubeconfig',
+          'kubectl config get-contexts',
+        ],
+      });
+    }
+    kc.setCurrentContext(options.context);
+  }
+  if (!kc.getCurrentCluster()) {
+    throw new PreconditionError('The kubeconfig has no current context or cluster.', {
+      code: 'NO_CONTEXT',
+      next: ['Pass --context NAME', 'kubectl config use-context NAME'],
+    });
+  }
+  return kc;
+}
+
+/** Creates the KubeClient for the selected kubeconfig and context. */
+export async function connectKube(options: KubeTargetOptions): Promise<KubeClient> {
+  const kc = await loadKubeConfig(options);
+  const { RestKubeClient } = await import('./rest-client.js');
+  return new RestKubeClient(kc);
+}

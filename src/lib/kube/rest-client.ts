@@ -1,0 +1,105 @@
+import net from 'node:net';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { ExecIO, ExecResult, ExecTarget, KubeClient, PatchType, PortForwardHandle } from './client.js';
+import { KubeApiError } from './client.js';
+import { execStream } from './exec-stream.js';
+import { kubeRequest } from './http-client.js';
+import { type Kind, RESOURCES, resourcePath } from './resources.js';
+import type { KubeObject } from './types.js';
+
+/** {@link KubeClient} over the Kubernetes REST API, authenticated by a kubeconfig. */
+export class RestKubeClient implements KubeClient {
+  readonly contextName: string;
+  readonly server: string;
+
+  constructor(private readonly kc: KubeConfig) {
+    this.contextName = kc.getCurrentContext();
+    this.server = kc.getCurrentCluster()?.server ?? '';
+  }
+
+  async get<T extends KubeObject>(kind: Kind, namespace: string | undefined, name: string): Promise<T | undefined> {
+    try {
+      return await kubeRequest<T>(this.kc, 'GET', resourcePath(RESOURCES[kind], namespace, name));
+    } catch (error) {
+      if (error instanceof KubeApiError && error.statusCode === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async list<T extends KubeObject>(kind: Kind, namespace: string | undefined, labelSelector?: string): Promise<T[]> {
+    const body = await kubeRequest<{ items?: T[] }>(this.kc, 'GET', resourcePath(RESOURCES[kind], namespace), {
+      query: { labelSelector },
+    });
+    return body.items ?? [];
+  }
+
+  create<T extends KubeObject>(kind: Kind, namespace: string | undefined, body: T): Promise<T> {
+    return kubeRequest<T>(this.kc, 'POST', resourcePath(RESOURCES[kind], namespace), {
+      body: { apiVersion: RESOURCES[kind].apiVersion, kind, ...body },
+    });
+  }
+
+  replace<T extends KubeObject>(kind: Kind, namespace: string | undefined, body: T): Promise<T> {
+    return kubeRequest<T>(this.kc, 'PUT', resourcePath(RESOURCES[kind], namespace, body.metadata.name), {
+      body: { apiVersion: RESOURCES[kind].apiVersion, kind, ...body },
+    });
+  }
+
+  patch<T extends KubeObject>(
+    kind: Kind,
+    namespace: string | undefined,
+    name: string,
+    patch: unknown,
+    type: PatchType = 'merge',
+  ): Promise<T> {
+    return kubeRequest<T>(this.kc, 'PATCH', resourcePath(RESOURCES[kind], namespace, name), {
+      body: patch,
+      patchType: type,
+    });
+  }
+
+  async delete(kind: Kind, namespace: string | undefined, name: string): Promise<boolean> {
+    try {
+      await kubeRequest(this.kc, 'DELETE', resourcePath(RESOURCES[kind], namespace, name));
+      return true;
+    } catch (error) {
+      if (error instanceof KubeApiError && error.statusCode === 404) return false;
+      throw error;
+    }
+  }
+
+  exec(target: ExecTarget, argv: string[], io?: ExecIO): Promise<ExecResult> {
+    return execStream(this.kc, target, argv, io);
+  }
+
+  async portForward(namespace: string, pod: string, port: number): Promise<PortForwardHandle> {
+    const { PortForward } = await import('@kubernetes/client-node');
+    const forwarder = new PortForward(this.kc);
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      forwarder.portForward(namespace, pod, [port], socket, null, socket).then(
+        (ws) => {
+          const close = () => (typeof ws === 'function' ? undefined : ws?.close());
+          socket.on('close', close);
+          if (ws && typeof ws !== 'function') ws.on('close', () => socket.destroy());
+        },
+        () => socket.destroy(),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const address = server.address() as net.AddressInfo;
+    return {
+      localPort: address.port,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const socket of sockets) socket.destroy();
+          server.close(() => resolve());
+        }),
+    };
+  }
+}
