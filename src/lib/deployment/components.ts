@@ -100,6 +100,8 @@ export const names = {
   markersConfigMap: (release: string) => `${release}-markers`,
   postgresStatefulSet: (release: string) => `${release}-postgres`,
   synapseMainStatefulSet: (release: string) => `${release}-synapse-main`,
+  /** The coordination.k8s.io Lease ess holds while it changes a deployment (backup, restore, import…). */
+  essLock: (release: string) => `${release}-ess-lock`,
   helmReleaseSecret: (release: string, revision: number) => `sh.helm.release.v1.${release}.v${revision}`,
   /** Hook Jobs of one release (for "is an upgrade still running"). */
   hookJobs: (release: string) => [

@@ -82,7 +82,7 @@ export function createStderrReporter(options: StderrReporterOptions): Reporter {
       const t = now();
       let state = stages.get(stage);
       if (!state) {
-        state = { start: t, lastPrint: 0 };
+        state = { start: t, lastPrint: Number.NEGATIVE_INFINITY };
         stages.set(stage, state);
       }
       const finished = total !== undefined && done >= total;
