@@ -28,7 +28,12 @@ export interface HelmRelease {
     last_deployed?: string;
     [key: string]: unknown;
   };
-  chart?: { metadata?: { name?: string; version?: string; appVersion?: string; [key: string]: unknown } };
+  chart?: {
+    metadata?: { name?: string; version?: string; appVersion?: string; [key: string]: unknown };
+    /** The chart's default values. */
+    values?: Record<string, unknown>;
+    [key: string]: unknown;
+  };
   config?: Record<string, unknown>;
   manifest?: string;
   [key: string]: unknown;
@@ -52,17 +57,35 @@ const GZIP_MAGIC = [0x1f, 0x8b, 0x08];
  * (only if the gzip magic is present; old releases were stored uncompressed) → JSON.
  */
 export function decodeRelease(apiData: string): HelmRelease {
+  return JSON.parse(decodeReleaseText(apiData)) as HelmRelease;
+}
+
+/** Like {@link decodeRelease}, but returns the JSON text exactly as Helm wrote it (for lossless edits). */
+export function decodeReleaseText(apiData: string): string {
   const helmString = Buffer.from(apiData, 'base64').toString('utf8');
   const bytes = Buffer.from(helmString, 'base64');
   const isGzip = GZIP_MAGIC.every((b, i) => bytes[i] === b);
-  const json = isGzip ? gunzipSync(bytes) : bytes;
-  return JSON.parse(json.toString('utf8')) as HelmRelease;
+  return (isGzip ? gunzipSync(bytes) : bytes).toString('utf8');
 }
 
 /** Encodes a release the way Helm does (JSON → gzip best compression → base64), then base64 again for the API. */
 export function encodeRelease(release: HelmRelease): string {
-  const gz = gzipSync(Buffer.from(JSON.stringify(release), 'utf8'), { level: zlibConstants.Z_BEST_COMPRESSION });
+  return encodeReleaseText(goJsonStringify(release));
+}
+
+/** Encodes release JSON text (gzip best compression → base64 → base64 for the API). */
+export function encodeReleaseText(json: string): string {
+  const gz = gzipSync(Buffer.from(json, 'utf8'), { level: zlibConstants.Z_BEST_COMPRESSION });
   return Buffer.from(gz.toString('base64'), 'utf8').toString('base64');
+}
+
+/** JSON.stringify with Go's encoding/json escaping of `<`, `>`, `&`, U+2028 and U+2029, as Helm writes releases. */
+export function goJsonStringify(value: unknown): string {
+  // These characters only occur inside JSON strings, so replacing them everywhere is safe.
+  return JSON.stringify(value).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 function labelTime(value: string | undefined): Date | undefined {
