@@ -1,0 +1,141 @@
+/**
+ * A local directory of backups. Archives are written as `<name>.partial` (mode 0600), fsynced and renamed to
+ * `<name>` only when complete; a failed write removes the partial file, so a complete-looking file is always a
+ * complete archive.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { backupExistsError, backupNotFoundError, storeWriteError } from './errors.js';
+import { assertObjectName, type BackupStore, type PutOptions, type PutResult, type StoredObject } from './store.js';
+
+/** The default local destination, relative to the working directory. */
+export const DEFAULT_LOCAL_DIR = './ess-backups';
+/** Suffix of files still being written. */
+export const PARTIAL_SUFFIX = '.partial';
+
+class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException)?.code === 'ENOENT';
+}
+
+/** See the module comment. */
+export class LocalDirStore implements BackupStore {
+  readonly location: string;
+
+  constructor(readonly dir: string = DEFAULT_LOCAL_DIR) {
+    this.location = resolve(dir);
+  }
+
+  private path(name: string): string {
+    assertObjectName(name);
+    return join(this.location, name);
+  }
+
+  async put(name: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    const final = this.path(name);
+    let bodyError: unknown;
+    body.once('error', (error) => {
+      bodyError = error;
+    });
+    const partial = `${final}${PARTIAL_SUFFIX}`;
+    let createdPartial = false;
+    try {
+      await mkdir(this.location, { recursive: true, mode: 0o700 });
+      if (await this.exists(final)) throw backupExistsError(final);
+      // 'wx': two writers of the same name must not share a partial file. flush: fsync before close.
+      const file = createWriteStream(partial, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: 1024 * 1024 });
+      file.once('open', () => {
+        createdPartial = true;
+      });
+      const counter = new ByteCounter();
+      await pipeline(body, counter, file, { signal: options.signal });
+      if (await this.exists(final)) throw backupExistsError(final);
+      await rename(partial, final);
+      await this.syncDir();
+      return { name, location: final, bytes: counter.bytes };
+    } catch (error) {
+      if (!body.destroyed) body.destroy(error as Error);
+      if (createdPartial) await unlink(partial).catch(() => {});
+      if (bodyError !== undefined) throw bodyError;
+      if ((error as { code?: string }).code === 'BACKUP_EXISTS' || options.signal?.aborted) throw error;
+      const full = (error as NodeJS.ErrnoException).code === 'ENOSPC';
+      throw storeWriteError(final, error, full ? [`Free space in ${this.location} or choose another destination`] : []);
+    }
+  }
+
+  async list(): Promise<StoredObject[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.location);
+    } catch (error) {
+      if (isMissing(error)) return [];
+      throw error;
+    }
+    const objects: StoredObject[] = [];
+    for (const name of names) {
+      if (name.endsWith(PARTIAL_SUFFIX) || name.startsWith('.')) continue;
+      const object = await this.stat(name).catch(() => undefined);
+      if (object) objects.push(object);
+    }
+    return objects;
+  }
+
+  async stat(name: string): Promise<StoredObject | undefined> {
+    try {
+      const info = await stat(this.path(name));
+      return info.isFile() ? { name, size: info.size, modifiedAt: info.mtime } : undefined;
+    } catch (error) {
+      if (isMissing(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async get(
+    name: string,
+    options: { signal?: AbortSignal; range?: { start: number; end?: number } } = {},
+  ): Promise<Readable> {
+    const path = this.path(name);
+    if (!(await this.stat(name))) throw backupNotFoundError(path);
+    return createReadStream(path, {
+      start: options.range?.start,
+      end: options.range?.end,
+      signal: options.signal,
+      highWaterMark: 1024 * 1024,
+    });
+  }
+
+  async delete(name: string): Promise<void> {
+    await unlink(this.path(name)).catch((error: unknown) => {
+      if (!isMissing(error)) throw error;
+    });
+  }
+
+  private async exists(path: string): Promise<boolean> {
+    return stat(path).then(
+      () => true,
+      (error: unknown) => {
+        if (isMissing(error)) return false;
+        throw error;
+      },
+    );
+  }
+
+  private async syncDir(): Promise<void> {
+    try {
+      const dir = await open(this.location, 'r');
+      await dir.sync().finally(() => dir.close());
+    } catch {
+      // Some file systems cannot fsync a directory; the rename itself is still atomic.
+    }
+  }
+}

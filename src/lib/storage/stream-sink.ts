@@ -1,0 +1,42 @@
+/** A sink that writes the archive to an existing stream, for `-o -` (stdout). */
+import type { Readable, Writable } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { storeWriteError } from './errors.js';
+import type { BackupSink, PutOptions, PutResult } from './store.js';
+
+class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+}
+
+/**
+ * Writes the archive bytes to `output` (not ended afterwards, so process.stdout stays usable). There is no atomic
+ * "appear when complete" on a pipe: a reader detects an incomplete archive by its missing trailer, and a failed
+ * write makes ess exit non-zero.
+ */
+export class StreamSink implements BackupSink {
+  constructor(
+    private readonly output: Writable,
+    readonly location = 'stdout',
+  ) {}
+
+  async put(name: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
+    const counter = new ByteCounter();
+    let bodyError: unknown;
+    body.once('error', (error) => {
+      bodyError = error;
+    });
+    try {
+      await pipeline(body, counter, this.output, { end: false, signal: options.signal });
+    } catch (error) {
+      if (!body.destroyed) body.destroy(error as Error);
+      if (bodyError !== undefined || options.signal?.aborted) throw bodyError ?? error;
+      throw storeWriteError(this.location, error);
+    }
+    return { name, location: this.location, bytes: counter.bytes };
+  }
+}
