@@ -21,6 +21,17 @@ export const RESOURCES = {
   Job: { apiVersion: 'batch/v1', plural: 'jobs', namespaced: true },
   Lease: { apiVersion: 'coordination.k8s.io/v1', plural: 'leases', namespaced: true },
   ElementDeployment: { apiVersion: 'matrix.element.io/v1alpha1', plural: 'elementdeployments', namespaced: true },
+  // Operator-flavour component CRs (keys of ElementDeployment .status.dependentCRs). Group and plurals follow the
+  // ElementDeployment; the ESS docs call the group UNCERTAIN (discover with `kubectl api-resources | grep -i element`).
+  Synapse: { apiVersion: 'matrix.element.io/v1alpha1', plural: 'synapses', namespaced: true },
+  MatrixAuthenticationService: {
+    apiVersion: 'matrix.element.io/v1alpha1',
+    plural: 'matrixauthenticationservices',
+    namespaced: true,
+  },
+  ElementWeb: { apiVersion: 'matrix.element.io/v1alpha1', plural: 'elementwebs', namespaced: true },
+  Hookshot: { apiVersion: 'matrix.element.io/v1alpha1', plural: 'hookshots', namespaced: true },
+  SynapseAdminUI: { apiVersion: 'matrix.element.io/v1alpha1', plural: 'synapseadminuis', namespaced: true },
 } as const satisfies Record<string, ResourceRef>;
 
 export type Kind = keyof typeof RESOURCES;
