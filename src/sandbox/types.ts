@@ -22,7 +22,14 @@ export interface ObjectMeta {
   deletionTimestamp?: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
-  ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean }[];
+  ownerReferences?: {
+    apiVersion: string;
+    kind: string;
+    name: string;
+    uid: string;
+    controller?: boolean;
+    blockOwnerDeletion?: boolean;
+  }[];
   [key: string]: unknown;
 }
 
@@ -47,6 +54,8 @@ export interface ResourceType {
   verbs: string[];
   /** Subresources served for this resource, e.g. ['scale', 'status'] or ['exec', 'portforward', 'log']. */
   subresources?: string[];
+  /** Discovery categories, e.g. ['all'] so `kubectl get all` includes the resource. */
+  categories?: string[];
 }
 
 export type ChangeType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -174,4 +183,72 @@ export interface SeedOptions {
   stuckRelease?: boolean;
   /** Fixed "now" for generated data (ms since epoch). */
   nowMs: number;
+  /** Timeline events per user (default 20). Scales the events/event_json/state tables. */
+  eventsPerUser?: number;
+  /**
+   * Grow the synapse database to at least this many MB (pg_database_size) by adding large message events in
+   * extra rooms; for benchmarks. Unset = no padding.
+   */
+  dbMb?: number;
+  /**
+   * Enable the media-repository worker (StatefulSet `<R>-synapse-media-repo`): it then mounts the media PVC and
+   * Synapse main gets an emptyDir at /media. Default false (main is the media pod).
+   */
+  mediaWorker?: boolean;
+}
+
+/** Where the seeded install keeps the things the rest of the sandbox has to wire up (see seed/index.ts). */
+export interface SeedLayout {
+  namespace: string;
+  /** PVC whose directory holds the real server's data directory (`<volumeDir>/pgdata`). */
+  postgresClaim: string;
+  /** StatefulSet, pod and container of the database. */
+  postgresStatefulSet: string;
+  postgresPod: string;
+  postgresContainer: string;
+  /** PVC holding the Synapse media store (`<volumeDir>/media_store/...`). */
+  mediaClaim: string;
+  /** Pod that mounts the media PVC at /media. */
+  mediaPod: string;
+}
+
+/** What seedData put into the database and the media volume. */
+export interface SeedSummary {
+  serverName: string;
+  /** True when the databases already existed (restarted sandbox) and nothing was generated. */
+  reused: boolean;
+  schemaVersion: number;
+  schemaCompatVersion: number;
+  /** Which Synapse schema was used: the project's own or the SQL file given in synapseSchemaFile. */
+  schemaSource: 'builtin' | 'file';
+  databases: { synapse: string; mas: string };
+  roles: { synapse: string; mas: string };
+  /** Row counts per table (synapse database; MAS tables prefixed `mas.`). */
+  tables: Record<string, number>;
+  /** Users by kind. `ipOnly` = user ids that appear only in user_ips (deleted since). */
+  users: {
+    total: number;
+    normal: number;
+    admin: number;
+    support: number;
+    bot: number;
+    guest: number;
+    appservice: number;
+    deactivated: number;
+    ipOnly: number;
+  };
+  media: {
+    localFiles: number;
+    localThumbnails: number;
+    remoteFiles: number;
+    remoteThumbnails: number;
+    urlCacheFiles: number;
+    urlCacheThumbnails: number;
+    files: number;
+    bytes: number;
+  };
+  /** pg_database_size of the synapse and MAS databases. */
+  dbBytes: { synapse: number; mas: number };
+  /** Seeding steps skipped because the loaded schema file lacks the table or columns. */
+  skipped: string[];
 }

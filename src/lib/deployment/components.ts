@@ -234,3 +234,13 @@ export const DATABASE_PASSWORD_SOURCES: Record<DatabaseComponent, { secret: 'pos
 
 /** Secret `<R>-postgres`: inline Postgres passwords from the chart values. */
 export const postgresSecretName = (release: string) => `${release}-postgres`;
+
+/**
+ * Tables whose rows a backup leaves out (the schema is kept) and a restore must leave empty, by database component
+ * (`schema.table`). Synapse's one-time keys must never be restored: clients would reuse keys already claimed.
+ */
+export const EXCLUDED_TABLE_DATA: Record<'synapse' | 'mas' | 'other', string[]> = {
+  synapse: ['public.e2e_one_time_keys_json'],
+  mas: [],
+  other: [],
+};
