@@ -2,7 +2,11 @@
  * Shared helpers of the sandbox seed: deterministic randomness, versions of the simulated chart and images,
  * label sets and the deterministic credentials that both the Kubernetes objects and the database roles use.
  */
+
 import { createECDH, createHash, createHmac, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { KubeObject, SeedOptions } from '../types.js';
 
 /** Chart version of the current (deployed) release in the default history. */
@@ -172,15 +176,33 @@ export function databasePasswords(opts: Pick<SeedOptions, 'namespace' | 'release
 let rsaKeyCache: Buffer | undefined;
 
 /**
- * RSA-4096 private key, PKCS#1 DER. Generating one takes seconds, and node:crypto cannot generate RSA keys from
- * a seed, so it is random but generated once per process.
+ * RSA-4096 private key, PKCS#1 DER. Generating one takes seconds and node:crypto cannot generate RSA keys from a
+ * seed, so one random key is generated per machine and cached (0600) under the OS temp dir; every sandbox (and every
+ * test process) reuses it. Only sandboxes use it.
  */
 export function masRsaKeyDer(): Buffer {
-  rsaKeyCache ??= generateKeyPairSync('rsa', { modulusLength: 4096 }).privateKey.export({
-    type: 'pkcs1',
-    format: 'der',
-  });
-  return rsaKeyCache;
+  if (rsaKeyCache) return rsaKeyCache;
+  const dir = join(tmpdir(), 'ess-sandbox-cache');
+  const file = join(dir, 'mas-rsa-4096.der');
+  try {
+    const cached = readFileSync(file);
+    createPrivateKey({ key: cached, format: 'der', type: 'pkcs1' });
+    rsaKeyCache = cached;
+    return cached;
+  } catch {
+    // Not cached yet (or unreadable): generate below.
+  }
+  const key = generateKeyPairSync('rsa', { modulusLength: 4096 }).privateKey.export({ type: 'pkcs1', format: 'der' });
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const temp = `${file}.${process.pid}.tmp`;
+    writeFileSync(temp, key, { mode: 0o600 });
+    renameSync(temp, file);
+  } catch {
+    // A read-only temp dir only costs the generation time.
+  }
+  rsaKeyCache = key;
+  return key;
 }
 
 /** prime256v1 private key, SEC1 DER, derived deterministically from (seed, label). */
