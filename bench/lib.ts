@@ -17,10 +17,22 @@ export interface Timed {
 /** Runs a command, measuring wall time and (via GNU time when present) the child's peak RSS. */
 export function timeCommand(argv: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Timed> {
   const useTime = process.platform === 'linux';
-  const full = useTime ? ['/usr/bin/env', 'bash', '-c', `command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f 'ESS_BENCH_RSS_KB=%M' "$@" || exec "$@"`, 'bench', ...argv] : argv;
+  const full = useTime
+    ? [
+        '/usr/bin/env',
+        'bash',
+        '-c',
+        `command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f 'ESS_BENCH_RSS_KB=%M' "$@" || exec "$@"`,
+        'bench',
+        ...argv,
+      ]
+    : argv;
   return new Promise((resolvePromise, reject) => {
     const start = process.hrtime.bigint();
-    const child = spawn(full[0], full.slice(1), { env: { ...process.env, ...options.env }, cwd: options.cwd ?? repoRoot });
+    const child = spawn(full[0], full.slice(1), {
+      env: { ...process.env, ...options.env },
+      cwd: options.cwd ?? repoRoot,
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => out.push(c));
@@ -49,7 +61,11 @@ export function median(values: number[]): number {
 }
 
 /** Prints a result table and writes bench/results/<name>.json. */
-export function report(name: string, rows: Record<string, string | number>[], extra: Record<string, unknown> = {}): void {
+export function report(
+  name: string,
+  rows: Record<string, string | number>[],
+  extra: Record<string, unknown> = {},
+): void {
   console.table(rows);
   writeFileSync(
     join(repoRoot, 'bench', 'results', `${name}.json`),

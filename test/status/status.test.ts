@@ -23,7 +23,13 @@ describe('ess status against the sandbox', () => {
     expect(status.chartVersion).toBe('26.8.1');
     expect(status.helm).toMatchObject({ revision: 3, status: 'deployed' });
     const byName = Object.fromEntries(status.components.map((c: { name: string }) => [c.name, c]));
-    for (const name of ['ess-synapse-main', 'ess-matrix-authentication-service', 'ess-postgres', 'ess-element-web', 'ess-haproxy']) {
+    for (const name of [
+      'ess-synapse-main',
+      'ess-matrix-authentication-service',
+      'ess-postgres',
+      'ess-element-web',
+      'ess-haproxy',
+    ]) {
       expect(byName[name], name).toBeDefined();
       expect(byName[name].state).toBe('running');
     }
