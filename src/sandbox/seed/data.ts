@@ -20,7 +20,7 @@ import {
   SYNAPSE_SCHEMA_COMPAT_VERSION,
   SYNAPSE_SCHEMA_VERSION,
 } from './common.js';
-import { MAS_MIGRATIONS, MAS_SCHEMA_SQL, MAS_TABLES } from './mas-schema.js';
+import { MAS_MIGRATIONS, MAS_SCHEMA_PARTS, MAS_TABLES } from './mas-schema.js';
 import { type MediaSummary, seedMedia, summariseMedia } from './media.js';
 import {
   APPLIED_DELTAS,
@@ -302,8 +302,8 @@ function userSteps(ctx: Ctx): [string, string | string[]][] {
       'e2e_one_time_keys_json',
       `INSERT INTO e2e_one_time_keys_json (user_id, device_id, algorithm, key_id, ts_added_ms, key_json)
        SELECT mxid, device_id, 'signed_curve25519', 'AAAAA' || chr(64 + k), created_s * 1000 + d * 60000 + k,
-         json_build_object('key', substr(t.ct, 1 + (i + k * 5) % 100, 43),
-           'signatures', json_build_object(mxid, json_build_object('ed25519:' || device_id, substr(t2.ct, 1 + (i + d) % 100, 86))))::text
+         '{"key":"' || substr(t.ct, 1 + (i + k * 5) % 100, 43) || '","signatures":{"' || mxid || '":{"ed25519:' || device_id ||
+           '":"' || substr(t2.ct, 1 + (i + d) % 100, 86) || '"}}}'
        FROM seed_devices CROSS JOIN generate_series(1, 8) k
        JOIN seed_text t ON t.id = (i * 8 + d * 3 + k) % ${TEXTS}
        JOIN seed_text t2 ON t2.id = (i * 5 + d) % ${TEXTS}`,
@@ -492,10 +492,8 @@ interface EventExprs {
  * (ids, base64, plain words, numbers), and json_build_object costs catalog lookups per argument and row.
  */
 function eventJsonSql(e: EventExprs, server: string): string {
-  return `'{"auth_events":[' || CASE WHEN ${e.depth} = 1 THEN '' ELSE '"' || ${e.createId} || '"' END ||
-    '],"prev_events":[' || CASE WHEN ${e.depth} = 1 THEN '' ELSE '"' || ${e.prevId} || '"' END ||
-    '],"type":"' || ${e.type} || '","room_id":"' || ${e.roomId} || '","sender":"' || ${e.sender} || '","content":' ||
-    CASE ${e.type}
+  // || rather than concat(): a NULL part makes the whole document NULL, which the NOT NULL column rejects loudly.
+  const content = `CASE ${e.type}
       WHEN 'm.room.create' THEN '{"room_version":"10","creator":"' || ${e.sender} || '"}'
       WHEN 'm.room.member' THEN '{"membership":"' || ${e.membership} || '","displayname":"' || split_part(substr(${e.sender}, 2), ':', 1) || '"}'
       WHEN 'm.room.power_levels' THEN '{"users":{"' || ${e.sender} || '":100},"users_default":0,"events_default":0,"state_default":50,"ban":50,"kick":50,"redact":50,"invite":0}'
@@ -503,10 +501,13 @@ function eventJsonSql(e: EventExprs, server: string): string {
       WHEN 'm.room.history_visibility' THEN '{"history_visibility":"shared"}'
       WHEN 'm.room.name' THEN '{"name":"Room ' || ${e.r} || '"}'
       WHEN 'm.room.encryption' THEN '{"algorithm":"m.megolm.v1.aes-sha2"}'
-      WHEN 'm.room.encrypted' THEN '{"algorithm":"m.megolm.v1.aes-sha2","ciphertext":"' || ${e.t}.ct || '","device_id":"GHIJKLMNOP","sender_key":"' ||
-        substr(${e.t2}.ct, 1, 43) || '","session_id":"' || substr(${e.t3}.ct, 1, 43) || '"}'
+      WHEN 'm.room.encrypted' THEN '{"algorithm":"m.megolm.v1.aes-sha2","ciphertext":"' || ${e.t}.ct ||
+        '","device_id":"GHIJKLMNOP","sender_key":"' || substr(${e.t2}.ct, 1, 43) || '","session_id":"' || substr(${e.t3}.ct, 1, 43) || '"}'
       ELSE '{"msgtype":"m.text","body":"' || ${e.t}.body || '"}'
-    END ||
+    END`;
+  return `'{"auth_events":[' || CASE WHEN ${e.depth} = 1 THEN '' ELSE '"' || ${e.createId} || '"' END ||
+    '],"prev_events":[' || CASE WHEN ${e.depth} = 1 THEN '' ELSE '"' || ${e.prevId} || '"' END ||
+    '],"type":"' || ${e.type} || '","room_id":"' || ${e.roomId} || '","sender":"' || ${e.sender} || '","content":' || ${content} ||
     ',"depth":' || ${e.depth} || ',"origin_server_ts":' || ${e.ts} ||
     ',"hashes":{"sha256":"' || substr(${e.t3}.ct, 44, 43) || '"},"signatures":{"' || ${lit(server)} || '":{"ed25519:1":"' ||
     substr(${e.t2}.ct, 44, 86) || '"}},"unsigned":{"age_ts":' || ${e.ts} || '}' ||
@@ -920,7 +921,10 @@ async function seedMas(pgi: PostgresInfo, opts: SeedOptions, log: (l: string) =>
     const S = lit(opts.serverName);
     const installed = opts.nowMs - 90 * DAY_MS;
     await c.query('BEGIN');
-    await c.query(MAS_SCHEMA_SQL);
+    await c.query(MAS_SCHEMA_PARTS.tables);
+    await c.query(
+      "SET work_mem = '128MB'; SET temp_buffers = '256MB'; SET maintenance_work_mem = '256MB'; SET jit = off",
+    );
     for (const [version, description] of MAS_MIGRATIONS) {
       const checksum = Buffer.from(new Rng(`sqlx:${version}`).string(48, LETTERS), 'latin1');
       await c.query(
@@ -995,6 +999,7 @@ async function seedMas(pgi: PostgresInfo, opts: SeedOptions, log: (l: string) =>
          ${nowTs} - (i % 10) * interval '1 day', ('198.51.100.' || (1 + i % 250))::inet, ${uaSql('i')}, NULL
        FROM mas_seed WHERE active AND i % 4 = 0 ORDER BY i`,
     );
+    await c.query(MAS_SCHEMA_PARTS.post);
     await c.query('COMMIT');
     await c.query('ANALYZE');
     log(`seed: MAS database (${Date.now() - t} ms)`);
