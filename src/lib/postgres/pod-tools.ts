@@ -77,16 +77,33 @@ export async function streamIntoPod(
 ): Promise<ExecResult> {
   const counter = byteCounter(options.onBytes);
   const feed = new PassThrough();
-  const pumping = pipeline(input, counter, feed, { signal: options.signal });
-  const script = `head -c ${sizeBytes} | ${shellJoin(argv)}`;
-  const result = await kube.exec(pod, ['sh', '-c', script], {
-    stdin: feed,
-    stdout: options.stdout,
-    signal: options.signal,
+  // The input can fail while the exec runs (a checksum mismatch, an abort): remember why, and end the exec.
+  let inputError: Error | undefined;
+  let execEnded = false;
+  const pumping = pipeline(input, counter, feed, { signal: options.signal }).catch((error: Error) => {
+    // Once the exec has ended, the early close below is ours, not the input's fault.
+    if (!execEnded) inputError = error;
+    feed.destroy();
   });
+  const script = `head -c ${sizeBytes} | ${shellJoin(argv)}`;
+  let result: ExecResult;
+  try {
+    result = await kube.exec(pod, ['sh', '-c', script], {
+      stdin: feed,
+      stdout: options.stdout,
+      signal: options.signal,
+    });
+  } catch (error) {
+    execEnded = true;
+    feed.destroy();
+    await pumping;
+    throw inputError ?? error;
+  }
+  execEnded = true;
   input.unpipe?.();
   feed.destroy();
-  await pumping.catch(() => undefined);
+  await pumping;
+  if (inputError) throw inputError;
   if (result.exitCode === 0 && counter.bytes() < sizeBytes) {
     throw new ExternalToolError(argv[0], 'input ended early', `sent ${counter.bytes()} of ${sizeBytes} bytes`);
   }
