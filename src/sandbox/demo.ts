@@ -3,6 +3,7 @@
  * process), prints their output and stops the sandbox.
  */
 import { spawn } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startSandbox } from './index.js';
@@ -22,7 +23,24 @@ function ess(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
 }
 
 /** The demo steps: each is an ess command line; the demo fails if one exits non-zero. */
-export const DEMO_STEPS: string[][] = [['status']];
+function demoSteps(backupDir: string, valuesOut: string): string[][] {
+  return [
+    ['status'],
+    ['backup', '--output', backupDir],
+    ['backup', 'list', '--output', backupDir],
+    ['restore', '--yes', '--values-out', valuesOut, join(backupDir, '*')],
+    ['status'],
+  ];
+}
+
+/** Replaces `<dir>/*` by the archive the backup step wrote there. */
+async function resolveArchive(step: string[], backupDir: string): Promise<string[]> {
+  const wildcard = join(backupDir, '*');
+  if (!step.includes(wildcard)) return step;
+  const archive = (await readdir(backupDir)).find((name) => name.endsWith('.tar'));
+  if (!archive) throw new Error(`no archive in ${backupDir}`);
+  return step.map((arg) => (arg === wildcard ? join(backupDir, archive) : arg));
+}
 
 async function main(): Promise<void> {
   process.stderr.write('Starting the sandbox (real PostgreSQL, simulated Kubernetes API)…\n');
@@ -31,7 +49,9 @@ async function main(): Promise<void> {
   try {
     process.stderr.write(`Sandbox up: ${sandbox.apiUrl} (kubeconfig ${sandbox.kubeconfigPath})\n`);
     const env = { KUBECONFIG: sandbox.kubeconfigPath };
-    for (const step of DEMO_STEPS) {
+    const backupDir = join(sandbox.stateDir, 'demo-backups');
+    for (const template of demoSteps(backupDir, join(sandbox.stateDir, 'ess-values.restored.yaml'))) {
+      const step = await resolveArchive(template, backupDir);
       const code = await ess(step, env);
       if (code !== 0) {
         process.stderr.write(`ess ${step.join(' ')} exited with ${code}\n`);

@@ -1,0 +1,230 @@
+// `ess backup` on a sandbox with ≥ 1 GB of database and ≥ 1 GB of media, in one run:
+// (1) ess wall time against a raw local `pg_dump -Fc` of the same databases (the sandbox's real PostgreSQL URL) plus
+//     `tar` of the same media directory — target ≤ 1.15×;
+// (2) Synapse downtime against the runbook's manual procedure with real kubectl (scale sts/deploy to 0, wait,
+//     `kubectl exec sts/ess-postgres -- pg_dumpall > dump.sql`, copy the media PV on the node, scale up, wait
+//     ready) — target ≤ 0.5×;
+// (3) peak RSS of ess at 1× and 5× the data — target ≤ 150 MB and flat. The big sandbox is the 5× point; a second,
+//     small sandbox (1/5 of the sizes) is the 1× point.
+// Env: ESS_BENCH_BACKUP_DB_MB (default 1024), ESS_BENCH_BACKUP_MEDIA_MB (default 1024), ESS_BENCH_BACKUP_ROUNDS
+// (default 1), ESS_BENCH_BACKUP_SKIP_RSS=1 skips the small sandbox, ESS_BENCH_KEEP=1 keeps the state directories.
+// Quick run: ESS_BENCH_BACKUP_DB_MB=100 ESS_BENCH_BACKUP_MEDIA_MB=100 npm run bench -- backup
+import { execFileSync, spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { type Sandbox, startSandbox } from '../src/sandbox/index.js';
+import { median, repoRoot, report, type Timed, timeCommand } from './lib.js';
+
+const DB_MB = Number(process.env.ESS_BENCH_BACKUP_DB_MB ?? 1024);
+const MEDIA_MB = Number(process.env.ESS_BENCH_BACKUP_MEDIA_MB ?? 1024);
+const ROUNDS = Number(process.env.ESS_BENCH_BACKUP_ROUNDS ?? 1);
+const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
+// Synapse process pods and MAS pods, not the pods of completed hook Jobs.
+const POD_SELECTORS = [
+  'k8s.element.io/synapse-instance=ess-synapse',
+  'app.kubernetes.io/name=matrix-authentication-service',
+];
+const MiB = 2 ** 20;
+
+const dir = mkdtempSync(join(os.tmpdir(), 'ess-bench-backup-'));
+mkdirSync(join(dir, 'spool'));
+
+async function seeded(name: string, dbMb: number, mediaMb: number): Promise<Sandbox> {
+  const t0 = Date.now();
+  const sandbox = await startSandbox({
+    users: 500,
+    mediaMb,
+    dbMb,
+    stateDir: join(dir, name),
+    readyTimeoutMs: 600_000,
+  });
+  console.log(
+    `${name}: seeded in ${Math.round((Date.now() - t0) / 1000)} s (synapse ${Math.round(sandbox.seed.dbBytes.synapse / MiB)} MiB, media ${Math.round(sandbox.seed.media.bytes / MiB)} MiB in ${sandbox.seed.media.files} files)`,
+  );
+  return sandbox;
+}
+
+async function run(argv: string[]): Promise<Timed> {
+  const t = await timeCommand(argv);
+  if (t.code !== 0) throw new Error(`${argv.join(' ')} exited ${t.code}:\n${t.stderr.slice(-2000)}`);
+  return t;
+}
+
+/** Runs argv with stdout into a file (the runbook's `> dump.sql`). */
+function runToFile(argv: string[], file: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const out = createWriteStream(file);
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+    child.stdout.pipe(out);
+    child.on('error', reject);
+    child.on('close', (code) =>
+      out.end(() => (code === 0 ? resolve() : reject(new Error(`${argv[0]} exited ${code}`)))),
+    );
+  });
+}
+
+function essBackup(sandbox: Sandbox, out: string): Promise<Timed> {
+  return run([
+    process.execPath,
+    join(repoRoot, 'bin', 'run.js'),
+    'backup',
+    '--kubeconfig',
+    sandbox.kubeconfigPath,
+    '-n',
+    sandbox.namespace,
+    '--release',
+    sandbox.release,
+    '-o',
+    out,
+    '--include-remote-media',
+    '--spool-dir',
+    join(dir, 'spool'),
+    '--json',
+  ]);
+}
+
+function databases(sandbox: Sandbox): string[] {
+  const out = execFileSync(
+    join(sandbox.postgres.binDir, 'psql'),
+    [
+      sandbox.postgres.url,
+      '-X',
+      '-A',
+      '-t',
+      '-c',
+      "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' AND datallowconn",
+    ],
+    { encoding: 'utf8' },
+  );
+  return out.split('\n').filter(Boolean);
+}
+
+/** The raw baseline: local pg_dump -Fc of each database, then tar of the media store, one after the other. */
+async function raw(sandbox: Sandbox, into: string): Promise<number> {
+  mkdirSync(into, { recursive: true });
+  const start = Date.now();
+  const pg = ['-h', sandbox.postgres.host, '-p', String(sandbox.postgres.port), '-U', 'postgres'];
+  for (const db of databases(sandbox)) {
+    await run([join(sandbox.postgres.binDir, 'pg_dump'), ...pg, '-d', db, '-Fc', '-f', join(into, `${db}.dump`)]);
+  }
+  const store = join(sandbox.volumeDir(sandbox.namespace, sandbox.layout.mediaClaim), 'media_store');
+  await run(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
+  return Date.now() - start;
+}
+
+/** The runbook: scale down, wait, pg_dumpall through kubectl exec, copy the media PV, scale up, wait ready. */
+async function manualDowntime(sandbox: Sandbox, into: string): Promise<number> {
+  mkdirSync(into, { recursive: true });
+  const k = (...args: string[]) => [KUBECTL, '--kubeconfig', sandbox.kubeconfigPath, '-n', sandbox.namespace, ...args];
+  const start = Date.now();
+  await run(k('scale', 'sts', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=0'));
+  await run(k('scale', 'deploy', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=0'));
+  for (const selector of POD_SELECTORS) {
+    const t = await timeCommand(k('wait', '--for=delete', 'pod', '-l', selector, '--timeout=300s'));
+    if (t.code !== 0 && !/no matching resources/.test(t.stderr)) throw new Error(`kubectl wait: ${t.stderr}`);
+  }
+  await runToFile(k('exec', 'sts/ess-postgres', '--', 'pg_dumpall', '-U', 'postgres'), join(into, 'dump.sql'));
+  // "find the media PV on the node and copy it": the volume's directory on the (single) node.
+  const store = join(sandbox.volumeDir(sandbox.namespace, sandbox.layout.mediaClaim), 'media_store');
+  await run(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
+  await run(k('scale', 'sts', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=1'));
+  await run(k('scale', 'deploy', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=1'));
+  for (const selector of POD_SELECTORS) {
+    await run(k('wait', '--for=condition=Ready', 'pod', '-l', selector, '--timeout=300s'));
+  }
+  return Date.now() - start;
+}
+
+const rssMiB = (t: Timed) => (t.peakRssBytes ? Math.round(t.peakRssBytes / MiB) : 'n/a');
+
+let big: Sandbox | undefined;
+let small: Sandbox | undefined;
+try {
+  big = await seeded('big', DB_MB, MEDIA_MB);
+  const rawMs: number[] = [];
+  const essMs: number[] = [];
+  const manualMs: number[] = [];
+  const essDowntime: number[] = [];
+  let bigRun: Timed | undefined;
+  let archiveBytes = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    rawMs.push(await raw(big, join(dir, `raw-${round}`)));
+    const rawBytes = readdirSync(join(dir, `raw-${round}`)).reduce(
+      (n, f) => n + statSync(join(dir, `raw-${round}`, f)).size,
+      0,
+    );
+    rmSync(join(dir, `raw-${round}`), { recursive: true, force: true });
+    bigRun = await essBackup(big, join(dir, `ess-${round}`));
+    const json = JSON.parse(bigRun.stdout) as {
+      downtimeMs: number;
+      bytes: number;
+      durationMs: number;
+      stages: { stage: string; ms: number }[];
+    };
+    console.log(
+      `ess stages: ${json.stages.map((st) => `${st.stage} ${(st.ms / 1000).toFixed(1)} s`).join(', ')}; run ${(json.durationMs / 1000).toFixed(1)} s`,
+    );
+    essMs.push(bigRun.ms);
+    essDowntime.push(json.downtimeMs);
+    archiveBytes = json.bytes;
+    rmSync(join(dir, `ess-${round}`), { recursive: true, force: true });
+    manualMs.push(await manualDowntime(big, join(dir, `manual-${round}`)));
+    rmSync(join(dir, `manual-${round}`), { recursive: true, force: true });
+    console.log(
+      `round ${round + 1}: raw ${(rawMs.at(-1)! / 1000).toFixed(1)} s (${Math.round(rawBytes / MiB)} MiB), ess ${(bigRun.ms / 1000).toFixed(1)} s (${Math.round(archiveBytes / MiB)} MiB, RSS ${rssMiB(bigRun)} MiB), downtime ess ${(json.downtimeMs / 1000).toFixed(1)} s vs manual ${(manualMs.at(-1)! / 1000).toFixed(1)} s`,
+    );
+  }
+  await big.stop();
+  big = undefined;
+
+  let smallRun: Timed | undefined;
+  if (!process.env.ESS_BENCH_BACKUP_SKIP_RSS) {
+    small = await seeded('small', Math.max(1, Math.round(DB_MB / 5)), Math.max(1, Math.round(MEDIA_MB / 5)));
+    smallRun = await essBackup(small, join(dir, 'ess-small'));
+    console.log(`small: ess ${(smallRun.ms / 1000).toFixed(1)} s, RSS ${rssMiB(smallRun)} MiB`);
+  }
+
+  const r = median(rawMs);
+  const e = median(essMs);
+  const m = median(manualMs);
+  const d = median(essDowntime);
+  report(
+    'backup',
+    [
+      {
+        what: 'raw: local pg_dump -Fc of each database + tar of the media',
+        medianS: Number((r / 1000).toFixed(1)),
+        ratio: 1,
+      },
+      {
+        what: 'ess backup (wall time)',
+        medianS: Number((e / 1000).toFixed(1)),
+        ratio: Number((e / r).toFixed(2)),
+        target: '≤ 1.15',
+      },
+      { what: 'manual runbook downtime (kubectl)', medianS: Number((m / 1000).toFixed(1)), ratio: 1 },
+      {
+        what: 'ess backup downtime',
+        medianS: Number((d / 1000).toFixed(1)),
+        ratio: Number((d / m).toFixed(2)),
+        target: '≤ 0.5',
+      },
+      {
+        what: `ess peak RSS at 1× (${Math.round(DB_MB / 5)} MB db + ${Math.round(MEDIA_MB / 5)} MB media)`,
+        peakRssMiB: smallRun ? rssMiB(smallRun) : 'skipped',
+        target: '≤ 150 MB',
+      },
+      {
+        what: `ess peak RSS at 5× (${DB_MB} MB db + ${MEDIA_MB} MB media)`,
+        peakRssMiB: bigRun ? rssMiB(bigRun) : 'n/a',
+        target: '≤ 150 MB, flat',
+      },
+    ],
+    { rounds: ROUNDS, dbMb: DB_MB, mediaMb: MEDIA_MB, archiveBytes, cpus: os.cpus().length, loadavg: os.loadavg() },
+  );
+} finally {
+  await big?.stop();
+  await small?.stop();
+  if (!process.env.ESS_BENCH_KEEP) rmSync(dir, { recursive: true, force: true });
+}

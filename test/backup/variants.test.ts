@@ -1,0 +1,173 @@
+/**
+ * `ess backup` variants against the sandbox (exec protocol v5): the snapshot fallback (dump while stopped), an
+ * external database dumped with local tools (--database-url), the archive streamed to stdout with a passphrase, and
+ * media read through a helper pod when the Synapse container has no tar. The built CLI runs as a child process
+ * (requires `npm run build`).
+ */
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readArchive } from '../../src/lib/archive/reader.js';
+import { openArchiveStream } from '../../src/lib/archive/transfer.js';
+import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
+import type { KubeObject } from '../../src/sandbox/types.js';
+import { collect, removeDir, tempDir } from '../archive/helpers.js';
+import { runCli, sandboxFlags } from '../helpers/cli.js';
+import {
+  allReady,
+  archivesIn,
+  describeRun,
+  expectWorkloadsBack,
+  extractArchive,
+  readManifestFile,
+  replicaCounts,
+  runCliToFile,
+  waitFor,
+} from './helpers.js';
+
+describe('ess backup variants (exec v5)', () => {
+  let sandbox: Sandbox;
+  let flags: string[];
+  let dir: string;
+  let before: Map<string, number>;
+
+  beforeAll(async () => {
+    sandbox = await startSandbox({ users: 20, mediaMb: 1, podStartDelayMs: 150, podStopDelayMs: 150 });
+    flags = sandboxFlags(sandbox);
+    dir = await tempDir('ess-backup-variants-');
+    await waitFor('the seeded deployment to be ready', () => allReady(sandbox));
+    before = replicaCounts(sandbox);
+  });
+  afterAll(async () => {
+    await sandbox?.stop();
+    await removeDir(dir);
+  });
+
+  it('falls back to dumping while stopped when no snapshot can be exported', async () => {
+    const out = join(dir, 'fallback');
+    sandbox.faults.addExecFault({ pod: 'ess-postgres-0', commandIncludes: 'snapshot-holder', cutAfterBytes: 0 });
+    const result = await runCli(['backup', ...flags, '-o', out, '--json']);
+    sandbox.faults.clear();
+    expect(result.code, describeRun(result)).toBe(0);
+    const json = JSON.parse(result.stdout);
+    expect(json.consistency).toBe('stopped');
+    expect(json.warnings.join('\n')).toMatch(
+      /snapshots could not be exported .*dumped while Synapse and MAS were stopped/,
+    );
+    expect(json.downtimeMs).toBeGreaterThan(0);
+    expect(json.databases.map((d: { name: string }) => d.name).sort()).toEqual([
+      'matrixauthenticationservice',
+      'synapse',
+    ]);
+    expect((await archivesIn(out)).archives).toEqual([json.name]);
+    expectWorkloadsBack(sandbox, before);
+  });
+
+  it('dumps an external database with local tools (--database-url)', async () => {
+    const out = join(dir, 'external');
+    const result = await runCli([
+      'backup',
+      ...flags,
+      '-o',
+      out,
+      '--json',
+      '--database-url',
+      sandbox.postgres.url,
+      '--pg-bin-dir',
+      sandbox.postgres.binDir,
+    ]);
+    expect(result.code, describeRun(result)).toBe(0);
+    const json = JSON.parse(result.stdout);
+    expect(json).toMatchObject({ consistency: 'snapshot', globals: false });
+    expect(json.plan.postgres).toMatchObject({ tools: 'local', where: `host 127.0.0.1:${sandbox.postgres.port}` });
+    const x = join(dir, 'x-external');
+    await mkdir(x);
+    extractArchive(json.location, x);
+    const manifest = await readManifestFile(x);
+    expect(manifest.postgres?.globals).toBeUndefined();
+    expect(manifest.postgres?.databases.map((d) => d.name).sort()).toEqual(['matrixauthenticationservice', 'synapse']);
+    expectWorkloadsBack(sandbox, before);
+  });
+
+  it('-o - streams an age passphrase-encrypted archive to stdout', async () => {
+    const file = join(dir, 'stdout.tar.age');
+    const passFile = join(dir, 'pass.txt');
+    await writeFile(passFile, 'correct horse battery staple\n', { mode: 0o600 });
+    const result = await runCliToFile(['backup', ...flags, '-o', '-', '--passphrase-file', passFile], file);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/Backup: +stdout/);
+    const raw = await readFile(file);
+    expect(raw.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+    const opened = await openArchiveStream(createReadStream(file), { passphrases: ['correct horse battery staple'] });
+    const members: string[] = [];
+    const read = await readArchive(opened.stream, {
+      onMember: async (m) => {
+        members.push(m.name);
+        await collect(m.stream);
+      },
+    });
+    expect(read.manifest.deployment.serverName).toBe('ess.localhost');
+    expect(members).toContain('postgres/synapse.dump');
+    const json = await runCli(['backup', ...flags, '-o', '-', '--json']);
+    expect(json.code).toBe(2);
+    expectWorkloadsBack(sandbox, before);
+  });
+
+  it('reads the media through a helper pod when the Synapse container has no tar, and removes it', async () => {
+    const sts = sandbox.store.resourceByKind('StatefulSet');
+    const pods = sandbox.store.resourceByKind('Pod');
+    const original = sandbox.store.get(sts, 'ess', 'ess-synapse-main')!;
+    const withImage = (image: string): KubeObject => {
+      const copy = structuredClone(sandbox.store.get(sts, 'ess', 'ess-synapse-main')!);
+      const spec = copy.spec as { template: { spec: { containers: { name: string; image: string }[] } } };
+      for (const c of spec.template.spec.containers) if (c.name === 'synapse') c.image = image;
+      return copy;
+    };
+    const image = (
+      original.spec as { template: { spec: { containers: { name: string; image: string }[] } } }
+    ).template.spec.containers.find((c) => c.name === 'synapse')!.image;
+    sandbox.store.update(sts, withImage('oci.element.io/synapse-distroless:v1'));
+    const podImage = () =>
+      (sandbox.store.get(pods, 'ess', 'ess-synapse-main-0')?.spec as { containers?: { image: string }[] } | undefined)
+        ?.containers?.[0]?.image;
+    try {
+      await waitFor(
+        'the distroless Synapse pod',
+        () => podImage()?.includes('distroless') === true && allReady(sandbox),
+        30_000,
+      );
+      const out = join(dir, 'helper');
+      const seen = new Set<string>();
+      const stop = sandbox.store.subscribe((e) => {
+        if (e.resource === pods && e.object.metadata.name.includes('media-reader')) seen.add(e.object.metadata.name);
+      });
+      const result = await runCli(['backup', ...flags, '-o', out, '--json']);
+      stop();
+      expect(result.code, describeRun(result)).toBe(0);
+      const json = JSON.parse(result.stdout);
+      expect(json.media.source).toBe('helper-pod');
+      expect(json.media.pod).toMatch(/^ess-ess-media-reader-[0-9a-f]{6}$/);
+      expect([...seen]).toEqual([json.media.pod]);
+      expect(result.stderr).toMatch(/Reading media through helper pod .* \(ess-synapse-main-0 has no (sh, )?tar/);
+      await waitFor('the helper pod to be gone', () => !sandbox.store.get(pods, 'ess', json.media.pod), 10_000);
+      const x = join(dir, 'x-helper');
+      await mkdir(x);
+      extractArchive(json.location, x);
+      const manifest = await readManifestFile(x);
+      expect(manifest.media?.storedFileCount).toBeGreaterThan(0);
+      const index = (await readFile(join(x, 'media-index.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const root = join(sandbox.volumeDir('ess', sandbox.layout.mediaClaim), 'media_store');
+      for (const entry of index) {
+        expect(await readFile(join(x, 'media', entry.path))).toEqual(await readFile(join(root, entry.path)));
+      }
+    } finally {
+      sandbox.store.update(sts, withImage(image));
+      await waitFor('Synapse back on its image', () => podImage() === image && allReady(sandbox), 30_000);
+    }
+    expectWorkloadsBack(sandbox, before);
+  });
+});
