@@ -1,0 +1,332 @@
+/**
+ * A `pg` connection to a deployment's database: to the bundled Postgres through a Kubernetes port-forward (with the
+ * role password from the chart's Secrets), or to any server given as a URL. Reports use {@link readOnlyTransaction},
+ * so ess never writes while it reads.
+ */
+import type { Client, ClientConfig } from 'pg';
+import {
+  DATABASE_PASSWORD_SOURCES,
+  type DatabaseComponent,
+  names,
+  POSTGRES_PORT,
+  postgresSecretName,
+} from '../deployment/components.js';
+import type { Deployment } from '../deployment/model.js';
+import { EssError, ExitCode, InterruptedError, PreconditionError } from '../errors.js';
+import type { KubeClient, PortForwardHandle } from '../kube/client.js';
+import type { Pod, Secret } from '../kube/types.js';
+
+/** Where to connect. `pod` goes through a port-forward; `url` is used as given (libpq URL syntax). */
+export type PgTarget =
+  | { kind: 'url'; url: string }
+  | {
+      kind: 'pod';
+      namespace: string;
+      pod: string;
+      port: number;
+      database: string;
+      user: string;
+      /** Undefined when no Secret holds it: the connection is then tried without one (loopback trust). */
+      password?: string;
+      /** Where the password came from (`secret/key`), for messages. Never the password itself. */
+      passwordSource?: string;
+    };
+
+/** What the connection points at, safe to print (no password). */
+export interface PgEndpoint {
+  via: 'url' | 'port-forward';
+  /** `host:port` for a URL, `namespace/pod:port` for a port-forward. */
+  address: string;
+  database: string;
+  user: string;
+}
+
+/** The small query surface services need; implemented by a pg client inside a transaction. */
+export interface SqlSession {
+  query<Row extends Record<string, unknown>>(sql: string, params?: unknown[]): Promise<Row[]>;
+}
+
+/** An open connection. `close()` ends the client and the port-forward; it is idempotent. */
+export interface PgConnection {
+  endpoint: PgEndpoint;
+  client: Client;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Required for `pod` targets. */
+  kube?: KubeClient;
+  /** Shown in pg_stat_activity, e.g. `ess mau`. */
+  applicationName: string;
+  connectTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface ReadOnlyOptions {
+  /** Server-side statement_timeout for every statement of the transaction. */
+  statementTimeoutMs: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Finds the bundled Postgres pod, database, role and password of `component` in a discovered deployment. The
+ * password comes from the chart's Secrets in their order of precedence ({@link DATABASE_PASSWORD_SOURCES}).
+ * Throws a PreconditionError (exit 4) when the deployment has no bundled database for the component.
+ */
+export async function resolveBundledTarget(
+  kube: KubeClient,
+  deployment: Deployment,
+  component: DatabaseComponent,
+): Promise<Extract<PgTarget, { kind: 'pod' }>> {
+  const pg = deployment.postgres;
+  const db = pg?.databases.find((d) => d.component === component);
+  if (pg?.mode !== 'bundled' || !db) {
+    const external = pg?.databases.find((d) => d.component === component);
+    throw new PreconditionError(
+      external
+        ? `The ${component} database is external (${external.host ?? '?'}:${external.port ?? POSTGRES_PORT}/${external.name}), not the bundled Postgres.`
+        : `No bundled Postgres database for ${component} was found in ${deployment.namespace}/${deployment.release}.`,
+      {
+        code: 'NO_BUNDLED_DATABASE',
+        next: ['Pass --database-url postgres://USER@HOST:PORT/DATABASE (or set ESS_DATABASE_URL)'],
+      },
+    );
+  }
+  let password: string | undefined;
+  let passwordSource: string | undefined;
+  for (const source of DATABASE_PASSWORD_SOURCES[component]) {
+    const secretName =
+      source.secret === 'generated'
+        ? (deployment.generatedSecret ?? names.generatedSecret(deployment.release))
+        : postgresSecretName(deployment.release);
+    const secret = await kube.get<Secret>('Secret', deployment.namespace, secretName);
+    const value = secret?.data?.[source.key];
+    if (value) {
+      password = Buffer.from(value, 'base64').toString('utf8');
+      passwordSource = `${secretName}/${source.key}`;
+      break;
+    }
+  }
+  return {
+    kind: 'pod',
+    namespace: deployment.namespace,
+    pod: pg.pod,
+    port: POSTGRES_PORT,
+    database: db.name,
+    user: db.owner ?? `${db.name}_user`,
+    password,
+    passwordSource,
+  };
+}
+
+/** `postgres://user:secret@host/db` → `postgres://user:***@host/db` (for messages). */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/pass/i.test(key)) parsed.searchParams.set(key, '***');
+    }
+    return parsed.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
+function endpointForUrl(url: string): PgEndpoint {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new EssError('The database URL is not a valid URL.', {
+      exitCode: ExitCode.USAGE,
+      code: 'BAD_DATABASE_URL',
+      next: ['Use the form postgres://USER:PASSWORD@HOST:PORT/DATABASE'],
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new EssError(`The database URL must start with postgres:// (got ${parsed.protocol}//).`, {
+      exitCode: ExitCode.USAGE,
+      code: 'BAD_DATABASE_URL',
+      next: ['Use the form postgres://USER:PASSWORD@HOST:PORT/DATABASE'],
+    });
+  }
+  return {
+    via: 'url',
+    address: `${parsed.hostname || 'localhost'}:${parsed.port || POSTGRES_PORT}`,
+    database: decodeURIComponent(parsed.pathname.replace(/^\//, '')) || decodeURIComponent(parsed.username),
+    user: decodeURIComponent(parsed.username) || process.env.PGUSER || 'postgres',
+  };
+}
+
+async function ensurePodRunning(kube: KubeClient, target: Extract<PgTarget, { kind: 'pod' }>): Promise<void> {
+  const pod = await kube.get<Pod>('Pod', target.namespace, target.pod);
+  const ready = pod?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+  if (pod?.status?.phase !== 'Running' || !ready) {
+    throw new PreconditionError(
+      `The Postgres pod ${target.namespace}/${target.pod} is ${pod ? `not ready (phase ${pod.status?.phase ?? 'unknown'})` : 'not running'}.`,
+      {
+        code: 'POSTGRES_NOT_RUNNING',
+        next: [`Check it: kubectl get pod -n ${target.namespace} ${target.pod}`, 'Start the deployment: ess start'],
+      },
+    );
+  }
+}
+
+/**
+ * Maps a connection or query error of `pg` to an EssError with next steps; returns undefined for anything else.
+ * `endpoint` names what was being talked to.
+ */
+export function describePgError(error: unknown, endpoint: PgEndpoint): EssError | undefined {
+  if (error instanceof EssError) return error;
+  const e = error as { code?: string; message?: string };
+  const where = `${endpoint.user}@${endpoint.address}/${endpoint.database}`;
+  const message = e?.message ?? String(error);
+  switch (e?.code) {
+    case '28P01':
+    case '28000':
+      return new PreconditionError(`The database refused the login of ${where}: ${message}`, {
+        code: 'DATABASE_AUTH',
+        cause: error,
+        next: [
+          endpoint.via === 'port-forward'
+            ? 'Check the role password in the generated Secret, or pass --database-url with working credentials'
+            : 'Check the user and password in --database-url / ESS_DATABASE_URL',
+        ],
+      });
+    case '3D000':
+      return new PreconditionError(`Database "${endpoint.database}" does not exist on ${endpoint.address}.`, {
+        code: 'DATABASE_NOT_FOUND',
+        cause: error,
+        next: ['Check the database name in --database-url'],
+      });
+    case '57014':
+      return new EssError(`A query ran into the statement timeout and was cancelled: ${message}`, {
+        code: 'STATEMENT_TIMEOUT',
+        cause: error,
+        next: ['Allow more time with --statement-timeout SECONDS', 'Run it when the server is less busy'],
+      });
+    case 'ECONNREFUSED':
+    case 'ETIMEDOUT':
+    case 'ENOTFOUND':
+    case 'EHOSTUNREACH':
+    case 'ECONNRESET':
+      return new EssError(`Cannot reach the database at ${where}: ${message}`, {
+        code: 'DATABASE_UNREACHABLE',
+        cause: error,
+        next:
+          endpoint.via === 'port-forward'
+            ? ['Check that the Postgres pod is running: ess status']
+            : ['Check the host and port in --database-url, and that this machine can reach them'],
+      });
+    default:
+      if (/Connection terminated|timeout expired|connect ETIMEDOUT/i.test(message)) {
+        return new EssError(`The connection to the database at ${where} was lost: ${message}`, {
+          code: 'DATABASE_UNREACHABLE',
+          cause: error,
+          next:
+            endpoint.via === 'port-forward'
+              ? ['Check that the Postgres pod is running and accepts connections: ess status']
+              : ['Check that the database server is up and reachable'],
+        });
+      }
+      return undefined;
+  }
+}
+
+/**
+ * Opens a `pg` client to the target. For a `pod` target it first checks that the pod is ready, then opens a local
+ * port-forward to it; `close()` ends both. Errors become EssErrors (see {@link describePgError}).
+ */
+export async function openPostgres(target: PgTarget, options: OpenOptions): Promise<PgConnection> {
+  const { default: pg } = await import('pg');
+  let forward: PortForwardHandle | undefined;
+  let endpoint: PgEndpoint;
+  const config: ClientConfig = {
+    application_name: options.applicationName,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 20_000,
+  };
+  if (target.kind === 'url') {
+    endpoint = endpointForUrl(target.url);
+    config.connectionString = target.url;
+  } else {
+    if (!options.kube) throw new Error('openPostgres: a KubeClient is required for a pod target');
+    endpoint = {
+      via: 'port-forward',
+      address: `${target.namespace}/${target.pod}:${target.port}`,
+      database: target.database,
+      user: target.user,
+    };
+    await ensurePodRunning(options.kube, target);
+    forward = await options.kube.portForward(target.namespace, target.pod, target.port);
+    Object.assign(config, {
+      host: '127.0.0.1',
+      port: forward.localPort,
+      database: target.database,
+      user: target.user,
+      password: target.password ?? '',
+      ssl: false,
+    });
+  }
+  const client = new pg.Client(config);
+  // An 'error' event without a listener would crash the process (e.g. the server going away between queries).
+  client.on('error', () => {});
+  let closed: Promise<void> | undefined;
+  const close = () => {
+    closed ??= (async () => {
+      await client.end().catch(() => {});
+      await forward?.close().catch(() => {});
+    })();
+    return closed;
+  };
+  const onAbort = () => void close();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await client.connect();
+  } catch (error) {
+    options.signal?.removeEventListener('abort', onAbort);
+    await close();
+    if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
+    throw describePgError(error, endpoint) ?? error;
+  }
+  return {
+    endpoint,
+    client,
+    close: async () => {
+      options.signal?.removeEventListener('abort', onAbort);
+      await close();
+    },
+  };
+}
+
+/**
+ * Runs `fn` in one READ ONLY, REPEATABLE READ transaction (every statement sees the same snapshot) with a
+ * statement_timeout, then rolls back. The server rejects any write attempted inside it.
+ */
+export async function readOnlyTransaction<T>(
+  connection: PgConnection,
+  options: ReadOnlyOptions,
+  fn: (session: SqlSession) => Promise<T>,
+): Promise<T> {
+  const { client, endpoint } = connection;
+  const session: SqlSession = {
+    async query<Row extends Record<string, unknown>>(sql: string, params?: unknown[]) {
+      if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
+      const result = await client.query<Row>(sql, params);
+      return result.rows;
+    },
+  };
+  const timeout = Math.max(1, Math.round(options.statementTimeoutMs));
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    // SET LOCAL cannot take a bind parameter; `timeout` is an integer we computed.
+    await client.query(`SET LOCAL statement_timeout = ${timeout}`);
+    const value = await fn(session);
+    await client.query('ROLLBACK');
+    return value;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
+    throw describePgError(error, endpoint) ?? error;
+  }
+}
