@@ -130,7 +130,7 @@ describe('ess migrate export, then import of the bundle', () => {
     ).toBe(true);
     expect(out.mas).toMatchObject({ masEnabled: true, oldAuth: 'synapse' });
     expect(out.mas.followUp).toMatch(/syn2mas/);
-    expect(out.restore.method).toBe('pvc');
+    expect(out.restore).toMatchObject({ method: 'parallel', jobs: 4 });
 
     const actual = await fingerprint(sandbox, 'synapse');
     const { e2e_one_time_keys_json: _skipped, ...rest } = expected;

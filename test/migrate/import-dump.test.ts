@@ -2,7 +2,7 @@
  * `ess migrate import synapse.dump` (a plain `pg_dump -Fc -O`, no bundle) against a sandbox whose API server only
  * speaks exec protocol v4 (Kubernetes < 1.30: stdin cannot be half-closed), into a database Synapse has already
  * initialised (tables, every sequence, the plpgsql functions). Identity from --signing-key/--homeserver-config into
- * the generated Secret; media from a tar. Run twice: streamed, then staged on the PVC; the second run finds the
+ * the generated Secret; media from a tar. Run twice: parallel streams, then one stream; the second run finds the
  * media already there. Needs `npm run build`.
  */
 import { execFileSync } from 'node:child_process';
@@ -71,7 +71,7 @@ describe('ess migrate import of a plain dump over exec v4', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('streams the dump into pg_restore over v4 and replaces an initialised database', async () => {
+  it('restores in parallel streams over v4 and replaces an initialised database', async () => {
     const live = await sql<{ seqs: string; funcs: string }>(
       sandbox,
       'synapse',
@@ -83,10 +83,11 @@ describe('ess migrate import of a plain dump over exec v4', () => {
     const generatedBefore = secretData(sandbox, 'ess-generated')!;
     const before = clusterState(sandbox);
 
-    const result = await runCli([...args, '--stage', 'stream'], { timeoutMs: 110_000 });
+    const result = await runCli([...args, '--method', 'parallel', '--jobs', '3'], { timeoutMs: 110_000 });
     expect([0, 3], result.stderr).toContain(result.code);
     const out = JSON.parse(result.stdout);
-    expect(out.restore).toMatchObject({ method: 'stream', jobs: 1 });
+    expect(out.restore).toMatchObject({ method: 'parallel', jobs: 3 });
+    expect(out.phases.map((p: { name: string }) => p.name)).toContain('loading the data');
     expect(
       out.postChecks.every((c: { ok: boolean }) => c.ok),
       JSON.stringify(out.postChecks),
@@ -117,17 +118,17 @@ describe('ess migrate import of a plain dump over exec v4', () => {
     expect(clusterState(sandbox)).toEqual(before);
   });
 
-  it('re-runs staged on the Postgres volume with parallel jobs; media already there is skipped', async () => {
+  it('re-runs as one stream into pg_restore; media already there is skipped', async () => {
     await sql(sandbox, 'synapse', "INSERT INTO users (name) VALUES ('@made-after-import:ess.localhost')");
-    const result = await runCli([...args, '--stage', 'pvc', '--jobs', '3'], { timeoutMs: 110_000 });
+    const result = await runCli([...args, '--method', 'stream'], { timeoutMs: 110_000 });
     expect([0, 3], result.stderr).toContain(result.code);
     const out = JSON.parse(result.stdout);
-    expect(out.restore).toMatchObject({ method: 'pvc', jobs: 3 });
+    expect(out.restore).toMatchObject({ method: 'stream', jobs: 1 });
     expect(out.mediaUpload).toMatchObject({ uploadedFiles: 0, skippedFiles: 1 });
     const actual = await fingerprint(sandbox, 'synapse');
     delete actual.e2e_one_time_keys_json;
     expect(actual).toEqual(expected);
-    // The staged copy was removed from the volume.
+    // Nothing is left behind on the Postgres volume.
     const pgVolume = sandbox.volumeDir(sandbox.namespace, sandbox.layout.postgresClaim);
     expect(execFileSync('ls', ['-a', pgVolume], { encoding: 'utf8' })).not.toMatch(/ess-import-/);
   });

@@ -36,15 +36,16 @@ describe.skipIf(!hasShared)('ess migrate import of the upstream Synapse v94 dump
       Number((await sql<{ n: string }>(sandbox, 'synapse', 'SELECT count(*) AS n FROM users'))[0]?.n),
     ).toBeGreaterThan(0);
 
+    // Staged: the whole dump copied onto the Postgres volume and restored with --jobs (the other tests cover the
+    // parallel and stream methods).
     const result = await runCli(
-      ['migrate', 'import', dump, ...sandboxFlags(sandbox), '--yes', '--json', '--no-media'],
-      {
-        timeoutMs: 110_000,
-      },
+      ['migrate', 'import', dump, ...sandboxFlags(sandbox), '--yes', '--json', '--no-media', '--method', 'staged'],
+      { timeoutMs: 110_000 },
     );
     expect([0, 3], result.stderr).toContain(result.code);
     const out = JSON.parse(result.stdout);
     expect(out.schema).toMatchObject({ dump: 94, dumpCompat: 84, ess: 94 });
+    expect(out.restore).toMatchObject({ method: 'staged', jobs: 4 });
     expect(out.warnings.join('\n')).toMatch(/no users, so its server name cannot be checked/);
     expect(
       out.postChecks.every((c: { ok: boolean }) => c.ok),
