@@ -28,7 +28,7 @@ import { databaseMember, mediaMember } from '../archive/layout.js';
 import type { BackupManifest, ManifestInput, TableRows } from '../archive/manifest.js';
 import { readArchive } from '../archive/reader.js';
 import { ArchiveWriter, type DeclaredMember } from '../archive/writer.js';
-import { EssError, PreconditionError } from '../errors.js';
+import { EssError, isEssError, PreconditionError } from '../errors.js';
 import { sha256Of } from './hash.js';
 import type { MediaFile } from './media.js';
 import { indexTar, normaliseMemberName, TarFormatError, type TarMember } from './tar-index.js';
@@ -232,8 +232,11 @@ export async function openBundle(path: string, onBytes?: (done: number) => void)
       },
     });
   } catch (error) {
-    if (error instanceof PreconditionError) throw error;
-    if (error instanceof EssError) throw invalidBundle(path, error.message.replace(/\.$/, ''));
+    // The archive reader's verdicts (damaged, truncated, not an archive) become this command's; a newer archive
+    // format and our own refusals above pass through.
+    if (isEssError(error) && error.code.startsWith('ARCHIVE_') && error.code !== 'ARCHIVE_FORMAT_TOO_NEW') {
+      throw invalidBundle(path, error.message.replace(/^The backup archive /, 'the archive ').replace(/\.$/, ''));
+    }
     throw error;
   }
   if (!manifest) throw invalidBundle(path, 'no manifest');

@@ -16,14 +16,7 @@ import type { Workload } from '../../lib/kube/types.js';
 import { acquireLock } from '../../lib/lock.js';
 import { ONE_TIME_KEYS_TABLE } from '../../lib/migrate/dump-facts.js';
 import { collectNow } from '../../lib/migrate/memory.js';
-import { tocList } from '../../lib/migrate/pgdump.js';
-import {
-  diskSpace,
-  removeInPod,
-  restoreFromPodFile,
-  restoreFromStream,
-  writeFileInPod,
-} from '../../lib/migrate/pod-ops.js';
+import { diskSpace, removeInPod } from '../../lib/migrate/pod-ops.js';
 import { checkSchema, type SchemaVerdict } from '../../lib/migrate/schema-check.js';
 import { confirmTyped } from '../../lib/output/confirm.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
