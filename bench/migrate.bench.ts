@@ -1,8 +1,9 @@
 // `ess migrate import` of a ≥ 1 GB dump against the runbook's manual procedure ("Migrating from Self-Hosted to
 // ESS": scale Synapse down, copy the dump into the pod's /tmp, drop the tables and the listed sequences, pg_restore,
 // scale up), both against the same sandbox. Targets: ess ≤ 0.8× the manual wall time; ess peak RSS ≤ 150 MB.
-// Env: ESS_BENCH_MIGRATE_DB_MB (database size to seed, default 2400), ESS_BENCH_MIGRATE_ROUNDS (default 1),
-// ESS_BENCH_MIGRATE_JOBS (ess --jobs, default 4), ESS_BENCH_KEEP=1 keeps the state directory.
+// Env: ESS_BENCH_MIGRATE_DB_MB (database size to seed, default 3100: a ~1.3 GB dump), ESS_BENCH_MIGRATE_ROUNDS
+// (default 1), ESS_BENCH_MIGRATE_JOBS (ess --jobs, default 4), ESS_BENCH_MIGRATE_STATE (reuse a sandbox state
+// directory seeded earlier, e.g. one kept with ESS_BENCH_KEEP=1, which keeps the state directory).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -10,7 +11,7 @@ import { join } from 'node:path';
 import { startSandbox } from '../src/sandbox/index.js';
 import { median, repoRoot, report, timeCommand } from './lib.js';
 
-const DB_MB = Number(process.env.ESS_BENCH_MIGRATE_DB_MB ?? 2400);
+const DB_MB = Number(process.env.ESS_BENCH_MIGRATE_DB_MB ?? 3100);
 const ROUNDS = Number(process.env.ESS_BENCH_MIGRATE_ROUNDS ?? 1);
 const JOBS = Number(process.env.ESS_BENCH_MIGRATE_JOBS ?? 4);
 const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
@@ -26,7 +27,7 @@ const sandbox = await startSandbox({
   users: 500,
   mediaMb: 1,
   dbMb: DB_MB,
-  stateDir: join(dir, 'state'),
+  stateDir: process.env.ESS_BENCH_MIGRATE_STATE ?? join(dir, 'state'),
   readyTimeoutMs: 600_000,
 });
 console.log(
@@ -147,6 +148,8 @@ try {
     ];
     const t = await timeCommand(argv);
     if (t.code !== 0 && t.code !== 3) throw new Error(`ess migrate import exited ${t.code}:\n${t.stderr.slice(-2000)}`);
+    const phases = (JSON.parse(t.stdout) as { phases: { name: string; ms: number }[] }).phases;
+    console.log(`  phases: ${phases.map((p) => `${p.name} ${(p.ms / 1000).toFixed(1)}s`).join(', ')}`);
     essMs.push(t.ms);
     if (t.peakRssBytes) essRss.push(t.peakRssBytes);
     console.log(

@@ -221,7 +221,7 @@ describe('ess backup under faults', () => {
     });
     const kube = await connectKube({ kubeconfig: sandbox.kubeconfigPath });
     const error = (await createBackup(
-      { namespace: 'ess', release: 'ess', output: out, essVersion: 'test' },
+      { namespace: 'ess', release: 'ess', output: out, essVersion: 'test', timeoutMs: 30_000 },
       { kube, reporter: silentReporter, retry: { attempts: 2, initialDelayMs: 20 }, pollMs: 100 },
     ).then(
       () => undefined,
@@ -248,31 +248,36 @@ describe('ess backup under faults', () => {
     await blocker.query('BEGIN');
     await blocker.query('LOCK TABLE events IN ACCESS EXCLUSIVE MODE');
     try {
-      const result = await runCli(['backup', ...flags, '-o', out, '--spool-dir', spoolDir], {
-        onSpawn: (child) => {
-          let text = '';
-          let sent = false;
-          child.stderr?.on('data', (chunk: Buffer) => {
-            text += chunk.toString();
-            if (text.includes('Dumping database synapse') && !sent) {
-              sent = true;
-              setTimeout(() => child.kill('SIGTERM'), 300);
-            }
-          });
-        },
-      });
-      expect(result.code, describeRun(result)).toBe(130);
-      expect(result.stderr).toMatch(/SIGTERM received: cleaning up/);
-      expect(result.stderr).toMatch(/Interrupted by SIGTERM/);
+      await sigtermDuringDump(out, spoolDir);
     } finally {
       await blocker.query('ROLLBACK');
       await blocker.end();
+      await rm(spoolDir, { recursive: true, force: true });
     }
     expect(await archivesIn(out)).toEqual({ archives: [], partial: [] });
-    expect(await readdir(spoolDir)).toEqual([]);
-    await rm(spoolDir, { recursive: true, force: true });
     await backToNormal();
   });
+
+  /** Runs a backup that is sent SIGTERM while pg_dump waits for a table lock. */
+  async function sigtermDuringDump(out: string, spoolDir: string): Promise<void> {
+    const result = await runCli(['backup', ...flags, '-o', out, '--spool-dir', spoolDir], {
+      onSpawn: (child) => {
+        let text = '';
+        let sent = false;
+        child.stderr?.on('data', (chunk: Buffer) => {
+          text += chunk.toString();
+          if (text.includes('Dumping database synapse') && !sent) {
+            sent = true;
+            setTimeout(() => child.kill('SIGTERM'), 300);
+          }
+        });
+      },
+    });
+    expect(result.code, describeRun(result)).toBe(130);
+    expect(result.stderr).toMatch(/SIGTERM received: cleaning up/);
+    expect(result.stderr).toMatch(/Interrupted by SIGTERM/);
+    expect(await readdir(spoolDir)).toEqual([]);
+  }
 
   it('a full disk at the destination fails the backup and leaves no file', async (ctx) => {
     const mount = join(dir, 'tiny');

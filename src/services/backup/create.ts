@@ -6,6 +6,7 @@
  */
 import { statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { fileSafeServerName } from '../../lib/archive/naming.js';
 import { Spool } from '../../lib/archive/spool.js';
@@ -14,6 +15,7 @@ import { type Clock, interruption, type RetryOptions, systemClock } from '../../
 import { EssError, ExitCode } from '../../lib/errors.js';
 import type { KubeClient } from '../../lib/kube/client.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
+import { DEFAULT_LOCAL_DIR } from '../../lib/storage/local-dir.js';
 import type { S3ChecksumMode } from '../../lib/storage/s3.js';
 import { acquireRunLock } from '../../lib/workloads/run-lock.js';
 import { collectConfig } from './collect-config.js';
@@ -154,11 +156,10 @@ class Stages {
 export async function createBackup(options: BackupOptions, deps: BackupDeps): Promise<BackupResult> {
   const clock = deps.clock ?? systemClock;
   const started = clock.now();
-  let destination = options.s3 ?? options.output ?? 'ess-backups';
+  // The same label on success and failure, whatever stage a run fails in.
+  const destination = options.s3 ?? (options.output === '-' ? 'stdout' : resolve(options.output ?? DEFAULT_LOCAL_DIR));
   try {
-    const result = await runBackup(options, deps, clock, started, (location) => {
-      destination = location;
-    });
+    const result = await runBackup(options, deps, clock, started);
     if (options.metricsFile && !options.dryRun) {
       await writeMetricsFile(
         options.metricsFile,
@@ -196,13 +197,11 @@ async function runBackup(
   deps: BackupDeps,
   clock: Clock,
   started: number,
-  onDestination: (location: string) => void,
 ): Promise<BackupResult> {
   const { kube, reporter } = deps;
   const stages = new Stages(clock);
   const createdAt = new Date(Math.floor(started / 1000) * 1000);
   const p = await stages.run('discover', () => prepareBackup(options, deps, createdAt));
-  onDestination(p.sink.location);
   const warnings = [...p.warnings];
   const writers = writerWorkloads(p.deployment, DATABASE_WRITERS);
   const config = await collectConfig(kube, p.deployment);

@@ -213,7 +213,7 @@ export async function openMediaSource(
   if (!options.helperImage) {
     throw new EssError(`Cannot read the media store: ${reason}, and no image for a helper pod was found.`, {
       code: 'MEDIA_UNREADABLE',
-      next: [`Start Synapse (ess start -n ${namespace}) and retry, or back up without media (--no-media)`],
+      next: [`Start Synapse (ess start -n ${namespace}) and retry`],
     });
   }
   const name = `${options.release}-ess-media-reader-${randomBytes(3).toString('hex')}`;

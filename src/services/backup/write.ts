@@ -2,6 +2,7 @@
  * Writing the archive of `ess backup`: the configuration members, the manifest (from the dumps, the media plan and
  * the deployment), then the spooled members and the media stream, to the destination in one pass.
  */
+import { createReadStream } from 'node:fs';
 import { configMapMember, MEMBERS, secretMember } from '../../lib/archive/layout.js';
 import type { ManifestDatabase, ManifestInput } from '../../lib/archive/manifest.js';
 import type { Spool, SpooledFile } from '../../lib/archive/spool.js';
@@ -158,7 +159,11 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
     async (writer) => {
       await writer.writeManifest(manifest, spooled);
       for (const file of spooled) {
-        await writer.addFile(file);
+        // Smaller reads than addFile's 1 MiB: fewer bytes in flight between scavenges.
+        await writer.addMember(
+          { name: file.name, size: file.size, mode: file.mode },
+          createReadStream(file.path, { highWaterMark: 256 * 1024 }),
+        );
         progress(file.size);
       }
       if (mediaPlan && mediaSource) {
