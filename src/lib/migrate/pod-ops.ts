@@ -8,9 +8,9 @@ import { createReadStream } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { ExternalToolError } from '../errors.js';
 import type { ExecTarget, KubeClient } from '../kube/client.js';
+import { collectingPassThrough } from '../memory.js';
 import { collect, type PodPostgres } from '../postgres/in-pod.js';
 import { shellJoin, streamIntoPod } from '../postgres/pod-tools.js';
-import { collectingPassThrough } from './memory.js';
 
 function check(tool: string, result: { exitCode: number; stderrTail: string }): void {
   if (result.exitCode !== 0) throw new ExternalToolError(tool, `exit code ${result.exitCode}`, result.stderrTail);

@@ -14,6 +14,7 @@ import { DATABASE_WRITERS } from '../../lib/deployment/components.js';
 import { type Clock, interruption, type RetryOptions, systemClock } from '../../lib/deployment/scaler.js';
 import { EssError, ExitCode } from '../../lib/errors.js';
 import type { KubeClient } from '../../lib/kube/client.js';
+import { startScavenger } from '../../lib/memory.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
 import { DEFAULT_LOCAL_DIR } from '../../lib/storage/local-dir.js';
 import type { S3ChecksumMode } from '../../lib/storage/s3.js';
@@ -32,7 +33,6 @@ import { writeMetricsFile } from './metrics.js';
 import { type BackupPlan, excludedFor, skippedMediaDirs, writerWorkloads } from './plan.js';
 import { prepareBackup } from './prepare.js';
 import { applyRetention, planRetention, type RetentionObject } from './retention.js';
-import { startScavenger } from './scavenger.js';
 import { configSummary, spoolConfig, writeBackupArchive } from './write.js';
 
 /** Options of `ess backup` (they mirror its flags). */

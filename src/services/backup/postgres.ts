@@ -3,6 +3,7 @@
  * external database), exported snapshots held open by a psql session, `pg_dump -Fc` into the spool, exact row
  * counts read from the same snapshot, and the completeness check of each spooled dump.
  */
+
 import { spawn } from 'node:child_process';
 import { delimiter, join } from 'node:path';
 import { PassThrough, type Readable, Writable } from 'node:stream';
@@ -14,6 +15,7 @@ import { libpqEnv, type PostgresSettings } from '../../lib/migrate/homeserver.js
 import { DumpFormatError, readDumpToc, verifyDataBlocks } from '../../lib/migrate/pgdump.js';
 import { collect } from '../../lib/postgres/in-pod.js';
 import { byteCounter, compressionFor, type DumpOptions } from '../../lib/postgres/pod-tools.js';
+import { THROWAWAY_PREFIX } from '../../lib/postgres/throwaway.js';
 
 /**
  * Where the PostgreSQL client tools run. `pod`: `kubectl exec` into the bundled Postgres pod as the superuser, so
@@ -149,7 +151,10 @@ export async function psqlRows(
     .map((line) => line.split('\t'));
 }
 
-/** Facts about the server: version and its databases (templates and `postgres` left out). */
+/**
+ * Facts about the server: version and its databases (templates, `postgres` and the throwaway databases of a running
+ * `ess backup verify --restore-test` left out).
+ */
 export interface ServerFacts {
   serverVersion: string;
   databases: { name: string; sizeBytes: number }[];
@@ -163,7 +168,8 @@ export async function serverFacts(tools: PgTools, signal?: AbortSignal): Promise
     [
       `SELECT 'version', current_setting('server_version') UNION ALL
        SELECT datname, pg_database_size(datname)::text FROM pg_database
-        WHERE NOT datistemplate AND datname <> 'postgres' AND datallowconn`,
+        WHERE NOT datistemplate AND datname <> 'postgres' AND datallowconn
+          AND left(datname, ${THROWAWAY_PREFIX.length}) <> '${THROWAWAY_PREFIX}'`,
     ],
     signal,
   );

@@ -14,8 +14,8 @@ import { EssError, ExitCode, InterruptedError, isEssError, PreconditionError } f
 import type { KubeClient } from '../../lib/kube/client.js';
 import type { Workload } from '../../lib/kube/types.js';
 import { acquireLock } from '../../lib/lock.js';
+import { collectNow } from '../../lib/memory.js';
 import { ONE_TIME_KEYS_TABLE } from '../../lib/migrate/dump-facts.js';
-import { collectNow } from '../../lib/migrate/memory.js';
 import { diskSpace, removeInPod } from '../../lib/migrate/pod-ops.js';
 import { checkSchema, type SchemaVerdict } from '../../lib/migrate/schema-check.js';
 import { confirmTyped } from '../../lib/output/confirm.js';

@@ -6,8 +6,8 @@
 import { posix } from 'node:path';
 import { SYNAPSE_UID } from '../../lib/deployment/components.js';
 import type { KubeClient } from '../../lib/kube/client.js';
+import { collectingPassThrough } from '../../lib/memory.js';
 import type { MediaFile, MediaListing } from '../../lib/migrate/media.js';
-import { collectingPassThrough } from '../../lib/migrate/memory.js';
 import { listRemoteFiles, tarExtractor } from '../../lib/migrate/pod-ops.js';
 import { packTar, type TarFileEntry, tarSize } from '../../lib/migrate/tar-write.js';
 import type { Reporter } from '../../lib/output/log.js';

@@ -26,6 +26,7 @@ import { EssError, ExitCode, InterruptedError, isEssError } from '../../lib/erro
 import type { ExecTarget, KubeClient } from '../../lib/kube/client.js';
 import type { Workload } from '../../lib/kube/types.js';
 import type { HeldLock } from '../../lib/lock.js';
+import { startScavenger } from '../../lib/memory.js';
 import { ONE_TIME_KEYS_TABLE } from '../../lib/migrate/dump-facts.js';
 import { removeInPod, tarExtractor } from '../../lib/migrate/pod-ops.js';
 import { confirmTyped } from '../../lib/output/confirm.js';
@@ -204,6 +205,8 @@ export async function restoreBackup(options: RestoreOptions, deps: RestoreDeps):
   );
   const kube = await deps.kube();
   const spool = await Spool.create({ parentDir: options.spoolDir });
+  // The verification pass and the restore stream the whole archive: collect dead chunks as they go.
+  const stopScavenger = startScavenger();
   try {
     const p = await prepareRestore(options, { kube, reporter, location, spool, cwd: deps.cwd });
     const result = newResult(p, options);
@@ -253,6 +256,7 @@ export async function restoreBackup(options: RestoreOptions, deps: RestoreDeps):
     if (options.signal?.aborted && !expected) throw new InterruptedError(describe(options.signal.reason));
     throw error;
   } finally {
+    stopScavenger();
     await spool.cleanup();
   }
 }

@@ -1,9 +1,15 @@
 /**
- * Keeps the resident size of a long byte stream flat. Every chunk sent over exec is copied into a new frame (and
- * masked by the WebSocket client), so a 1 GB upload makes about 2 GB of short-lived Buffers. Their memory lives
- * outside the JavaScript heap, and V8 collects them only when the young generation fills (which tiny Buffer handles
- * hardly do) or when external memory has grown by tens of megabytes: without help the process keeps 30–60 MB of
- * dead buffers. A scavenge (minor GC) every few megabytes frees them at a cost of well under a millisecond each.
+ * Keeps the resident size of a long byte stream flat. Every chunk that flows (exec frames, tar entries, file reads
+ * and writes) is a Buffer whose bytes live outside the V8 heap while its small JavaScript handle sits in the young
+ * generation. V8 collects them only when the young generation fills (which tiny handles hardly do) or when external
+ * memory has grown by tens of megabytes, so without help a streaming run keeps 30–60 MB of dead buffers.
+ *
+ * Two ways to help, both no-ops when the runtime refuses to expose gc():
+ * - startScavenger(): a young-generation collection every 30 ms while a run streams. Measured on a 200 MB media copy
+ *   (ess backup): peak RSS 180–186 MB → 139–148 MB with no measurable change in wall time (50 ms: ~150 MB, 100 ms:
+ *   ~170 MB).
+ * - collectingPassThrough(): collections paced by bytes, for streams whose chunks wait in a socket's send queue long
+ *   enough to be promoted out of the young generation (uploads into a pod: ess migrate import).
  */
 import { Transform } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
@@ -28,6 +34,18 @@ function gc(): GcFunction | undefined {
     }
   }
   return gcFunction ?? undefined;
+}
+
+/**
+ * Starts periodic young-generation collections; returns the function that stops them. The timer never keeps the
+ * process alive.
+ */
+export function startScavenger(intervalMs = 30): () => void {
+  const collect = gc();
+  if (!collect) return () => {};
+  const timer = setInterval(() => collect({ type: 'minor' }), intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 const MINOR_EVERY_BYTES = 2 * 1024 * 1024;
