@@ -1,5 +1,5 @@
-import type { KubeConfig } from '@kubernetes/client-node';
 import WebSocket from 'ws';
+import type { ClusterAccess } from './access.js';
 import type { ExecIO, ExecResult, ExecTarget } from './client.js';
 import { ExecStreamError, KubeApiError, KubeConnectionError } from './client.js';
 import { requestTarget } from './http-client.js';
@@ -33,7 +33,7 @@ export function exitCodeFromStatus(status: Status): number | undefined {
  * library's Exec, whose handler ignores it). Memory stays bounded by socket buffers however large the stream.
  */
 export async function execStream(
-  kc: KubeConfig,
+  kc: ClusterAccess,
   target: ExecTarget,
   argv: string[],
   io: ExecIO = {},

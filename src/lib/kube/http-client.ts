@@ -1,6 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterAccess } from './access.js';
 import type { PatchType } from './client.js';
 import { KubeApiError, KubeConnectionError } from './client.js';
 import type { Status } from './types.js';
@@ -20,25 +20,22 @@ export interface RequestOptions {
 
 /** Builds request options (URL, TLS material, auth headers) for a path on the current cluster. */
 export async function requestTarget(
-  kc: KubeConfig,
+  access: ClusterAccess,
   path: string,
   query?: Record<string, string | undefined>,
 ): Promise<{ url: URL; options: https.RequestOptions }> {
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new KubeConnectionError('The kubeconfig has no current cluster.', '');
-  const base = cluster.server.replace(/\/+$/, '');
+  if (!access.server) throw new KubeConnectionError('The kubeconfig has no current cluster.', '');
+  const base = access.server.replace(/\/+$/, '');
   const url = new URL(base + path);
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value !== undefined) url.searchParams.set(key, value);
   }
-  const options: https.RequestOptions = { headers: {} };
-  await kc.applyToHTTPSOptions(options);
-  return { url, options };
+  return { url, options: await access.requestOptions() };
 }
 
 /** Sends one JSON request to the API server; resolves with the parsed body, rejects with KubeApiError. */
 export async function kubeRequest<T>(
-  kc: KubeConfig,
+  kc: ClusterAccess,
   method: string,
   path: string,
   opts: RequestOptions = {},

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterAccess } from './access.js';
 import type { ExecIO, ExecResult, ExecTarget, KubeClient, PatchType, PortForwardHandle } from './client.js';
 import { KubeApiError } from './client.js';
 import { execStream } from './exec-stream.js';
@@ -12,9 +12,9 @@ export class RestKubeClient implements KubeClient {
   readonly contextName: string;
   readonly server: string;
 
-  constructor(private readonly kc: KubeConfig) {
-    this.contextName = kc.getCurrentContext();
-    this.server = kc.getCurrentCluster()?.server ?? '';
+  constructor(private readonly kc: ClusterAccess) {
+    this.contextName = kc.contextName;
+    this.server = kc.server;
   }
 
   async get<T extends KubeObject>(kind: Kind, namespace: string | undefined, name: string): Promise<T | undefined> {
@@ -74,7 +74,7 @@ export class RestKubeClient implements KubeClient {
 
   async portForward(namespace: string, pod: string, port: number): Promise<PortForwardHandle> {
     const { PortForward } = await import('@kubernetes/client-node');
-    const forwarder = new PortForward(this.kc);
+    const forwarder = new PortForward(await this.kc.clientNode());
     const sockets = new Set<net.Socket>();
     const server = net.createServer((socket) => {
       sockets.add(socket);
