@@ -15,10 +15,6 @@ import { kubeRequest } from '../../src/lib/kube/http-client.js';
 import { loadClusterAccess } from '../../src/lib/kube/load.js';
 import { removeDir, tempDir } from '../archive/helpers.js';
 
-const noFallback = async () => {
-  throw new Error('client-node must not be needed here');
-};
-
 describe('kubeconfig access without client-node', () => {
   let dir: string;
   beforeAll(async () => {
@@ -54,11 +50,11 @@ describe('kubeconfig access without client-node', () => {
       users: [{ name: 'u2', user: { username: 'admin', password: 's3cret' } }],
     });
     const merged = parseKubeconfigFiles([a, b]);
-    const current = nativeAccess(merged, undefined, noFallback)!;
+    const current = nativeAccess(merged, undefined)!;
     expect(current.contextName).toBe('one');
     expect(current.server).toBe('https://first.example:6443');
     expect((await current.requestOptions()).headers).toEqual({ Authorization: 'Bearer first-token' });
-    const two = nativeAccess(merged, 'two', noFallback)!;
+    const two = nativeAccess(merged, 'two')!;
     expect(two.server).toBe('https://second.example');
     expect((await two.requestOptions()).headers).toEqual({
       Authorization: `Basic ${Buffer.from('admin:s3cret').toString('base64')}`,
@@ -72,8 +68,8 @@ describe('kubeconfig access without client-node', () => {
       users: [],
     });
     const parsed = parseKubeconfigFiles([path]);
-    expect(() => nativeAccess(parsed, 'prod', noFallback)).toThrow(/Context "prod" is not in the kubeconfig/);
-    expect(() => nativeAccess(parsed, 'dangling', noFallback)).toThrow(/no current context or cluster/);
+    expect(() => nativeAccess(parsed, 'prod')).toThrow(/Context "prod" is not in the kubeconfig/);
+    expect(() => nativeAccess(parsed, 'dangling')).toThrow(/no current context or cluster/);
     await expect(loadClusterAccess({ kubeconfig: join(dir, 'missing.yaml') })).rejects.toThrow(/Kubeconfig not found/);
   });
 
@@ -111,7 +107,7 @@ describe('kubeconfig access without client-node', () => {
         users: [{ name: 'u', user: { exec: { apiVersion: 'client.authentication.k8s.io/v1', command: 'true' } } }],
       }),
     ]);
-    expect(nativeAccess(execUser, undefined, noFallback)).toBeUndefined();
+    expect(nativeAccess(execUser, undefined)).toBeUndefined();
     const proxied = parseKubeconfigFiles([
       await kubeconfig('proxy.yaml', {
         ...base,
@@ -119,11 +115,10 @@ describe('kubeconfig access without client-node', () => {
         users: [{ name: 'u', user: { token: 't' } }],
       }),
     ]);
-    expect(nativeAccess(proxied, undefined, noFallback)).toBeUndefined();
+    expect(nativeAccess(proxied, undefined)).toBeUndefined();
     // Through loadClusterAccess the same file is served by client-node's KubeConfig, exec plugin included.
     const access = await loadClusterAccess({ kubeconfig: join(dir, 'exec.yaml') });
     expect(access.server).toBe('https://k.example');
-    expect(typeof (await access.clientNode()).applyToHTTPSOptions).toBe('function');
   });
 
   it('reads the in-cluster ServiceAccount', async () => {
@@ -131,11 +126,7 @@ describe('kubeconfig access without client-node', () => {
     await mkdir(sa);
     await writeFile(join(sa, 'ca.crt'), 'CA PEM');
     await writeFile(join(sa, 'token'), 'sa-token\n');
-    const access = inClusterAccess(
-      { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' },
-      noFallback,
-      sa,
-    );
+    const access = inClusterAccess({ KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: '443' }, sa);
     expect(access.server).toBe('https://10.0.0.1:443');
     const options = await access.requestOptions();
     expect(options.headers).toEqual({ Authorization: 'Bearer sa-token' });

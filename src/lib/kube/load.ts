@@ -90,17 +90,16 @@ export async function loadKubeConfig(options: KubeTargetOptions): Promise<KubeCo
 
 /** The selected context's access: read by ess itself when it can, through client-node otherwise (see access.ts). */
 export async function loadClusterAccess(options: KubeTargetOptions): Promise<ClusterAccess> {
-  const fallback = () => loadKubeConfig(options);
   const source = kubeconfigSource(options);
   if (source.kind === 'in-cluster') {
     try {
-      return inClusterAccess(options.env ?? process.env, fallback);
+      return inClusterAccess(options.env ?? process.env);
     } catch {
-      return clientNodeAccess(await fallback());
+      return clientNodeAccess(await loadKubeConfig(options));
     }
   }
-  const native = nativeAccess(parseKubeconfigFiles(existingKubeconfigs(source.paths)), options.context, fallback);
-  return native ?? clientNodeAccess(await fallback());
+  const native = nativeAccess(parseKubeconfigFiles(existingKubeconfigs(source.paths)), options.context);
+  return native ?? clientNodeAccess(await loadKubeConfig(options));
 }
 
 /** Creates the KubeClient for the selected kubeconfig and context. */

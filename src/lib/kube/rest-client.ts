@@ -4,6 +4,7 @@ import type { ExecIO, ExecResult, ExecTarget, KubeClient, PatchType, PortForward
 import { KubeApiError } from './client.js';
 import { execStream } from './exec-stream.js';
 import { kubeRequest } from './http-client.js';
+import { listenForward } from './port-forward.js';
 import { type Kind, RESOURCES, resourcePath } from './resources.js';
 import type { KubeObject } from './types.js';
 
@@ -72,34 +73,7 @@ export class RestKubeClient implements KubeClient {
     return execStream(this.kc, target, argv, io);
   }
 
-  async portForward(namespace: string, pod: string, port: number): Promise<PortForwardHandle> {
-    const { PortForward } = await import('@kubernetes/client-node');
-    const forwarder = new PortForward(await this.kc.clientNode());
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((socket) => {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      forwarder.portForward(namespace, pod, [port], socket, null, socket).then(
-        (ws) => {
-          const close = () => (typeof ws === 'function' ? undefined : ws?.close());
-          socket.on('close', close);
-          if (ws && typeof ws !== 'function') ws.on('close', () => socket.destroy());
-        },
-        () => socket.destroy(),
-      );
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve());
-    });
-    const address = server.address() as net.AddressInfo;
-    return {
-      localPort: address.port,
-      close: () =>
-        new Promise<void>((resolve) => {
-          for (const socket of sockets) socket.destroy();
-          server.close(() => resolve());
-        }),
-    };
+  portForward(namespace: string, pod: string, port: number): Promise<PortForwardHandle> {
+    return listenForward(this.kc, { namespace, pod, port });
   }
 }
