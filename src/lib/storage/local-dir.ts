@@ -49,6 +49,7 @@ export class LocalDirStore implements BackupStore {
     });
     const partial = `${final}${PARTIAL_SUFFIX}`;
     let createdPartial = false;
+    let fileClosed: Promise<void> | undefined;
     try {
       await mkdir(this.location, { recursive: true, mode: 0o700 });
       if (await this.exists(final)) throw backupExistsError(final);
@@ -57,6 +58,7 @@ export class LocalDirStore implements BackupStore {
       file.once('open', () => {
         createdPartial = true;
       });
+      fileClosed = new Promise((resolve) => file.once('close', () => resolve()));
       const counter = new ByteCounter();
       await pipeline(body, counter, file, { signal: options.signal });
       if (await this.exists(final)) throw backupExistsError(final);
@@ -65,6 +67,8 @@ export class LocalDirStore implements BackupStore {
       return { name, location: final, bytes: counter.bytes };
     } catch (error) {
       if (!body.destroyed) body.destroy(error as Error);
+      // A stream destroyed while its file was still opening opens it (and says so) before it closes.
+      await fileClosed;
       if (createdPartial) await unlink(partial).catch(() => {});
       if (bodyError !== undefined) throw bodyError;
       if ((error as { code?: string }).code === 'BACKUP_EXISTS' || options.signal?.aborted) throw error;
