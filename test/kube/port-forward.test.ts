@@ -47,12 +47,14 @@ describe('port-forward over WebSocket (ess)', () => {
     expect(sandbox.requests.filter((r) => r.subresource === 'portforward').length).toBeGreaterThanOrEqual(2);
   });
 
-  it('a connection to a port nothing listens on fails instead of hanging', async () => {
+  it("a connection to a port nothing listens on fails instead of hanging, with the kubelet's reason kept", async () => {
     const kube = await connectKube({ kubeconfig: sandbox.kubeconfigPath });
     const dead = await kube.portForward('ess', 'ess-postgres-0', 5999);
     try {
       const c = new pg.Client({ host: '127.0.0.1', port: dead.localPort, user: 'x', connectionTimeoutMillis: 10_000 });
       await expect(c.connect()).rejects.toThrow();
+      // The kubelet's reason (error channel) is kept for ess's error messages.
+      expect(dead.lastError?.()).toMatch(/5999/);
     } finally {
       await dead.close();
     }

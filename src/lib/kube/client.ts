@@ -61,6 +61,8 @@ export interface KubeClient {
 export interface PortForwardHandle {
   localPort: number;
   close(): Promise<void>;
+  /** The last error the API server or kubelet reported on a forwarded connection, if any. */
+  lastError?(): string | undefined;
 }
 
 /** An error answer of the API server. */

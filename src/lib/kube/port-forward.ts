@@ -89,11 +89,16 @@ export async function listenForward(
   onError: (message: string) => void = () => {},
 ): Promise<PortForwardHandle> {
   const sockets = new Set<net.Socket>();
+  let lastError: string | undefined;
+  const report = (message: string) => {
+    lastError = message;
+    onError(message);
+  };
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
-    forwardConnection(access, target, socket, onError).catch((error: Error) => {
-      onError(error.message);
+    forwardConnection(access, target, socket, report).catch((error: Error) => {
+      report(error.message);
       socket.destroy();
     });
   });
@@ -104,6 +109,7 @@ export async function listenForward(
   const address = server.address() as net.AddressInfo;
   return {
     localPort: address.port,
+    lastError: () => lastError,
     close: () =>
       new Promise<void>((resolve) => {
         for (const socket of sockets) socket.destroy();

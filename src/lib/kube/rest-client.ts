@@ -1,4 +1,3 @@
-import net from 'node:net';
 import type { ClusterAccess } from './access.js';
 import type { ExecIO, ExecResult, ExecTarget, KubeClient, PatchType, PortForwardHandle } from './client.js';
 import { KubeApiError } from './client.js';

@@ -51,6 +51,8 @@ export interface PgConnection {
   endpoint: PgEndpoint;
   client: Client;
   close(): Promise<void>;
+  /** What the port-forward last reported (kubelet or API server), for error messages. */
+  tunnelError?(): string | undefined;
 }
 
 export interface OpenOptions {
@@ -175,13 +177,13 @@ async function ensurePodRunning(kube: KubeClient, target: Extract<PgTarget, { ki
 
 /**
  * Maps a connection or query error of `pg` to an EssError with next steps; returns undefined for anything else.
- * `endpoint` names what was being talked to.
+ * `endpoint` names what was being talked to; `tunnelError` is what the port-forward reported, if anything.
  */
-export function describePgError(error: unknown, endpoint: PgEndpoint): EssError | undefined {
+export function describePgError(error: unknown, endpoint: PgEndpoint, tunnelError?: string): EssError | undefined {
   if (error instanceof EssError) return error;
   const e = error as { code?: string; message?: string };
   const where = `${endpoint.user}@${endpoint.address}/${endpoint.database}`;
-  const message = e?.message ?? String(error);
+  const message = (e?.message ?? String(error)) + (tunnelError ? ` (port-forward: ${tunnelError})` : '');
   switch (e?.code) {
     case '28P01':
     case '28000':
@@ -287,11 +289,12 @@ export async function openPostgres(target: PgTarget, options: OpenOptions): Prom
     options.signal?.removeEventListener('abort', onAbort);
     await close();
     if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
-    throw describePgError(error, endpoint) ?? error;
+    throw describePgError(error, endpoint, forward?.lastError?.()) ?? error;
   }
   return {
     endpoint,
     client,
+    tunnelError: () => forward?.lastError?.(),
     close: async () => {
       options.signal?.removeEventListener('abort', onAbort);
       await close();
@@ -327,6 +330,6 @@ export async function readOnlyTransaction<T>(
   } catch (error) {
     await client.query('ROLLBACK').catch(() => {});
     if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
-    throw describePgError(error, endpoint) ?? error;
+    throw describePgError(error, endpoint, connection.tunnelError?.()) ?? error;
   }
 }
