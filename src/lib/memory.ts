@@ -37,15 +37,23 @@ function gc(): GcFunction | undefined {
 }
 
 /**
- * Starts periodic young-generation collections; returns the function that stops them. The timer never keeps the
- * process alive.
+ * Starts periodic young-generation collections, and a full collection every `fullEveryMs` (chunks that survived
+ * two scavenges while queued are promoted, and V8 lets promoted garbage grow the old space for minutes on a long
+ * run: a 10 GB backup peaked at 152 MiB without it); returns the function that stops them. The timers never keep
+ * the process alive.
  */
-export function startScavenger(intervalMs = 30): () => void {
+export function startScavenger(intervalMs = 30, fullEveryMs = 5_000): () => void {
   const collect = gc();
   if (!collect) return () => {};
-  const timer = setInterval(() => collect({ type: 'minor' }), intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  const minor = setInterval(() => collect({ type: 'minor' }), intervalMs);
+  // A plain gc() call: Node 20's V8 ignores { type: 'major' }.
+  const full = setInterval(() => collect(), fullEveryMs);
+  minor.unref();
+  full.unref();
+  return () => {
+    clearInterval(minor);
+    clearInterval(full);
+  };
 }
 
 const MINOR_EVERY_BYTES = 2 * 1024 * 1024;
