@@ -2,29 +2,9 @@
  * The checks `ess backup verify` adds on top of the archive reader's checksums: media index against media members,
  * pg_dump headers, and restored row counts against the manifest. Pure, streaming, constant memory.
  */
-import { createHash } from 'node:crypto';
 import type { ManifestDatabase, ManifestMedia } from '../../lib/archive/manifest.js';
 import { type MediaIndexEntry, parseMediaIndex } from '../../lib/archive/media-index.js';
-
-const MOD = 1n << 256n;
-
-/** Order-independent digest of a set of (path, size) pairs: a sum of SHA-256 values modulo 2^256. */
-class MultisetDigest {
-  private sum = 0n;
-  count = 0;
-  bytes = 0;
-
-  add(path: string, size: number): void {
-    const digest = createHash('sha256').update(`${path}\0${size}`).digest('hex');
-    this.sum = (this.sum + BigInt(`0x${digest}`)) % MOD;
-    this.count++;
-    this.bytes += size;
-  }
-
-  equals(other: MultisetDigest): boolean {
-    return this.sum === other.sum && this.count === other.count && this.bytes === other.bytes;
-  }
-}
+import { PathSetDigest } from '../../lib/archive/path-set-digest.js';
 
 /**
  * Cross-checks the media index (`media-index.jsonl`) with the `media/…` members and the manifest's media counts,
@@ -32,8 +12,8 @@ class MultisetDigest {
  * size, and no other media member may exist.
  */
 export class MediaTally {
-  private readonly indexed = new MultisetDigest();
-  private readonly members = new MultisetDigest();
+  private readonly indexed = new PathSetDigest();
+  private readonly members = new PathSetDigest();
   private indexFiles = 0;
   private indexBytes = 0;
   private readonly requires = new Set<string>();

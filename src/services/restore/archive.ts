@@ -7,12 +7,14 @@
  * spools the media index to a local file. Database dumps and media are not kept: the apply pass reads the archive a
  * second time and streams them straight into the pods (reading from S3 twice costs bandwidth, not disk).
  */
+
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { MEMBERS, mediaPathOf, PREFIXES } from '../../lib/archive/layout.js';
 import type { BackupManifest } from '../../lib/archive/manifest.js';
 import { type MediaIndexEntry, parseMediaIndex } from '../../lib/archive/media-index.js';
+import { PathSetDigest } from '../../lib/archive/path-set-digest.js';
 import type { ArchiveMember } from '../../lib/archive/reader.js';
 import type { Spool } from '../../lib/archive/spool.js';
 import { type ArchiveKeys, readArchiveFrom } from '../../lib/archive/transfer.js';
@@ -156,26 +158,6 @@ export async function verifyArchive(
     mediaIndexPath,
     requiredArchives: tally.requiredArchives,
   };
-}
-
-const MOD = 1n << 256n;
-
-/** Order-independent digest of a set of (path, size) pairs (sum of SHA-256 values mod 2^256). */
-export class PathSetDigest {
-  private sum = 0n;
-  count = 0;
-  bytes = 0;
-
-  add(path: string, size: number): void {
-    const digest = createHash('sha256').update(`${path}\0${size}`).digest('hex');
-    this.sum = (this.sum + BigInt(`0x${digest}`)) % MOD;
-    this.count++;
-    this.bytes += size;
-  }
-
-  equals(other: PathSetDigest): boolean {
-    return this.sum === other.sum && this.count === other.count && this.bytes === other.bytes;
-  }
 }
 
 /** The media files one archive contributes to a restore. */
