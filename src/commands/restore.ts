@@ -1,9 +1,8 @@
 import { Args, Flags } from '@oclif/core';
 import { EssCommand, EXIT_CODES_HELP } from '../lib/base-command.js';
 import { ExitCode } from '../lib/errors.js';
-import { formatBytes, formatDuration } from '../lib/output/log.js';
-import { renderKeyValues, renderTable } from '../lib/output/table.js';
 import { durationFlag } from '../lib/workloads/duration-flag.js';
+import { renderRestore } from '../services/restore/render.js';
 import type { RestorePart, RestoreResult } from '../services/restore/restore.js';
 import { destinationFlags, destinationOptions } from './backup/list.js';
 
@@ -98,49 +97,4 @@ export default class Restore extends EssCommand<typeof Restore> {
     } else if (result.needsAttention) process.exitCode = ExitCode.PARTIAL;
     return result;
   }
-}
-
-function renderRestore(r: RestoreResult): string {
-  const a = r.archive;
-  const parts = [
-    renderKeyValues([
-      [
-        'Backup',
-        `${a.name} (${formatBytes(a.bytes)}${a.encrypted ? ', encrypted' : ''}), verified in ${formatDuration(a.verifyMs)}`,
-      ],
-      ['Made', `${a.createdAt} of ${a.serverName} (${a.namespace}/${a.release}, chart ${a.chartVersion ?? '?'})`],
-      ['Target', `${r.target.namespace}/${r.target.release}${r.target.serverName ? ` (${r.target.serverName})` : ''}`],
-      ['Parts', `${r.parts.join(', ')}${r.pending.length ? ` (pending: ${r.pending.join(', ')})` : ''}`],
-      ...(a.parents.length ? [['Parents', a.parents.join(', ')] as [string, string]] : []),
-    ]),
-  ];
-  if (r.dryRun) {
-    parts.push(`Plan (dry run: nothing was changed):\n${r.plan.map((s, i) => `  ${i + 1}. ${s}`).join('\n')}`);
-    return `${parts.join('\n\n')}\n`;
-  }
-  const done: [string, string | number | undefined][] = [];
-  if (r.objects) done.push(['Objects', r.objects.map((o) => `${o.kind}/${o.name} ${o.action}`).join(', ')]);
-  if (r.values) done.push(['Values', r.values.path]);
-  for (const d of r.databases ?? []) {
-    done.push([
-      `Database ${d.name}`,
-      `${formatBytes(d.dumpBytes)} dump, ${d.method === 'staged' ? `${d.jobs} job(s)` : 'streamed'}, ${formatDuration(d.durationMs)}`,
-    ]);
-  }
-  if (r.media) done.push(['Media', `${r.media.files} file(s), ${formatBytes(r.media.bytes)} via ${r.media.pod}`]);
-  if (r.downtimeMs !== undefined) done.push(['Downtime', formatDuration(r.downtimeMs)]);
-  done.push(['Took', formatDuration(r.durationMs)]);
-  parts.push(renderKeyValues(done));
-  if (r.postChecks.length) {
-    parts.push(
-      renderTable(r.postChecks, [
-        { header: 'CHECK', get: (c) => c.name },
-        { header: 'EXPECTED', get: (c) => c.expected },
-        { header: 'FOUND', get: (c) => c.actual },
-        { header: 'OK', get: (c) => (c.ok ? 'yes' : 'NO') },
-      ]),
-    );
-  }
-  if (r.next.length) parts.push(`Next:\n${r.next.map((n) => `  - ${n}`).join('\n')}`);
-  return `${parts.join('\n\n')}\n`;
 }
