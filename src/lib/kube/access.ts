@@ -49,6 +49,22 @@ const NATIVE_CLUSTER_FIELDS = new Set([
   'extensions',
 ]);
 
+/** --context names a context the kubeconfig does not have. */
+export function contextNotFound(context: string, names: string[]): PreconditionError {
+  return new PreconditionError(`Context "${context}" is not in the kubeconfig.`, {
+    code: 'CONTEXT_NOT_FOUND',
+    next: [names.length ? `Use one of: ${names.join(', ')}` : 'Check the kubeconfig', 'kubectl config get-contexts'],
+  });
+}
+
+/** No current context, or it points at no cluster. */
+export function noContext(): PreconditionError {
+  return new PreconditionError('The kubeconfig has no current context or cluster.', {
+    code: 'NO_CONTEXT',
+    next: ['Pass --context NAME', 'kubectl config use-context NAME'],
+  });
+}
+
 type Entry = Record<string, unknown>;
 interface Named {
   name: string;
@@ -108,18 +124,12 @@ export function nativeAccess(config: ParsedKubeconfig, context: string | undefin
   const names = [...config.contexts.keys()];
   const name = context ?? config.currentContext;
   if (context !== undefined && !config.contexts.has(context)) {
-    throw new PreconditionError(`Context "${context}" is not in the kubeconfig.`, {
-      code: 'CONTEXT_NOT_FOUND',
-      next: [names.length ? `Use one of: ${names.join(', ')}` : 'Check the kubeconfig', 'kubectl config get-contexts'],
-    });
+    throw contextNotFound(context, names);
   }
   const ctx = name === undefined ? undefined : config.contexts.get(name);
   const cluster = ctx ? config.clusters.get(String(ctx.body.cluster ?? '')) : undefined;
   if (!ctx || !cluster || typeof cluster.body.server !== 'string' || !cluster.body.server) {
-    throw new PreconditionError('The kubeconfig has no current context or cluster.', {
-      code: 'NO_CONTEXT',
-      next: ['Pass --context NAME', 'kubectl config use-context NAME'],
-    });
+    throw noContext();
   }
   const user = config.users.get(String(ctx.body.user ?? ''));
   const userBody = user?.body ?? {};

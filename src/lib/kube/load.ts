@@ -3,7 +3,15 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { PreconditionError } from '../errors.js';
-import { type ClusterAccess, clientNodeAccess, inClusterAccess, nativeAccess, parseKubeconfigFiles } from './access.js';
+import {
+  type ClusterAccess,
+  clientNodeAccess,
+  contextNotFound,
+  inClusterAccess,
+  nativeAccess,
+  noContext,
+  parseKubeconfigFiles,
+} from './access.js';
 import type { KubeClient } from './client.js';
 
 export interface KubeTargetOptions {
@@ -69,21 +77,12 @@ export async function loadKubeConfig(options: KubeTargetOptions): Promise<KubeCo
   if (options.context) {
     const names = kc.getContexts().map((c) => c.name);
     if (!names.includes(options.context)) {
-      throw new PreconditionError(`Context "${options.context}" is not in the kubeconfig.`, {
-        code: 'CONTEXT_NOT_FOUND',
-        next: [
-          names.length ? `Use one of: ${names.join(', ')}` : 'Check the kubeconfig',
-          'kubectl config get-contexts',
-        ],
-      });
+      throw contextNotFound(options.context, names);
     }
     kc.setCurrentContext(options.context);
   }
   if (!kc.getCurrentCluster()) {
-    throw new PreconditionError('The kubeconfig has no current context or cluster.', {
-      code: 'NO_CONTEXT',
-      next: ['Pass --context NAME', 'kubectl config use-context NAME'],
-    });
+    throw noContext();
   }
   return kc;
 }
