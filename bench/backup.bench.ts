@@ -14,17 +14,11 @@ import { createWriteStream, mkdirSync, mkdtempSync, readdirSync, rmSync, statSyn
 import os from 'node:os';
 import { join } from 'node:path';
 import { type Sandbox, startSandbox } from '../src/sandbox/index.js';
-import { median, repoRoot, report, type Timed, timeCommand } from './lib.js';
+import { kubectlFor, median, repoRoot, report, runbookScale, runOk, type Timed } from './lib.js';
 
 const DB_MB = Number(process.env.ESS_BENCH_BACKUP_DB_MB ?? 1024);
 const MEDIA_MB = Number(process.env.ESS_BENCH_BACKUP_MEDIA_MB ?? 1024);
 const ROUNDS = Number(process.env.ESS_BENCH_BACKUP_ROUNDS ?? 1);
-const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
-// Synapse process pods and MAS pods, not the pods of completed hook Jobs.
-const POD_SELECTORS = [
-  'k8s.element.io/synapse-instance=ess-synapse',
-  'app.kubernetes.io/name=matrix-authentication-service',
-];
 const MiB = 2 ** 20;
 
 const dir = mkdtempSync(join(os.tmpdir(), 'ess-bench-backup-'));
@@ -45,12 +39,6 @@ async function seeded(name: string, dbMb: number, mediaMb: number): Promise<Sand
   return sandbox;
 }
 
-async function run(argv: string[]): Promise<Timed> {
-  const t = await timeCommand(argv);
-  if (t.code !== 0) throw new Error(`${argv.join(' ')} exited ${t.code}:\n${t.stderr.slice(-2000)}`);
-  return t;
-}
-
 /** Runs argv with stdout into a file (the runbook's `> dump.sql`). */
 function runToFile(argv: string[], file: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -65,7 +53,7 @@ function runToFile(argv: string[], file: string): Promise<void> {
 }
 
 function essBackup(sandbox: Sandbox, out: string): Promise<Timed> {
-  return run([
+  return runOk([
     process.execPath,
     join(repoRoot, 'bin', 'run.js'),
     'backup',
@@ -110,35 +98,26 @@ async function raw(sandbox: Sandbox, into: string): Promise<{ ms: number; durabl
   const start = Date.now();
   const pg = ['-h', sandbox.postgres.host, '-p', String(sandbox.postgres.port), '-U', 'postgres'];
   for (const db of databases(sandbox)) {
-    await run([join(sandbox.postgres.binDir, 'pg_dump'), ...pg, '-d', db, '-Fc', '-f', join(into, `${db}.dump`)]);
+    await runOk([join(sandbox.postgres.binDir, 'pg_dump'), ...pg, '-d', db, '-Fc', '-f', join(into, `${db}.dump`)]);
   }
   const store = join(sandbox.volumeDir(sandbox.namespace, sandbox.layout.mediaClaim), 'media_store');
-  await run(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
+  await runOk(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
   const ms = Date.now() - start;
-  await run(['sync', ...readdirSync(into).map((f) => join(into, f))]);
+  await runOk(['sync', ...readdirSync(into).map((f) => join(into, f))]);
   return { ms, durableMs: Date.now() - start };
 }
 
 /** The runbook: scale down, wait, pg_dumpall through kubectl exec, copy the media PV, scale up, wait ready. */
 async function manualDowntime(sandbox: Sandbox, into: string): Promise<number> {
   mkdirSync(into, { recursive: true });
-  const k = (...args: string[]) => [KUBECTL, '--kubeconfig', sandbox.kubeconfigPath, '-n', sandbox.namespace, ...args];
+  const k = kubectlFor(sandbox);
   const start = Date.now();
-  await run(k('scale', 'sts', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=0'));
-  await run(k('scale', 'deploy', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=0'));
-  for (const selector of POD_SELECTORS) {
-    const t = await timeCommand(k('wait', '--for=delete', 'pod', '-l', selector, '--timeout=300s'));
-    if (t.code !== 0 && !/no matching resources/.test(t.stderr)) throw new Error(`kubectl wait: ${t.stderr}`);
-  }
+  await runbookScale(k, 0);
   await runToFile(k('exec', 'sts/ess-postgres', '--', 'pg_dumpall', '-U', 'postgres'), join(into, 'dump.sql'));
   // "find the media PV on the node and copy it": the volume's directory on the (single) node.
   const store = join(sandbox.volumeDir(sandbox.namespace, sandbox.layout.mediaClaim), 'media_store');
-  await run(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
-  await run(k('scale', 'sts', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=1'));
-  await run(k('scale', 'deploy', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=1'));
-  for (const selector of POD_SELECTORS) {
-    await run(k('wait', '--for=condition=Ready', 'pod', '-l', selector, '--timeout=300s'));
-  }
+  await runOk(['tar', '-C', store, '-cf', join(into, 'media.tar'), '.']);
+  await runbookScale(k, 1);
   return Date.now() - start;
 }
 

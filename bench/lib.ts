@@ -72,3 +72,39 @@ export function report(
     `${JSON.stringify({ name, at: new Date().toISOString(), rows, ...extra }, null, 2)}\n`,
   );
 }
+
+/** Runs a command that must succeed (exit 0); its timing and output. */
+export async function runOk(argv: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Timed> {
+  const t = await timeCommand(argv, options);
+  if (t.code !== 0) throw new Error(`${argv.join(' ')} exited ${t.code}:\n${t.stderr.slice(-2000)}`);
+  return t;
+}
+
+/** The kubectl the runbook baselines use. */
+export const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
+// Synapse process pods and MAS pods, not the pods of completed hook Jobs (ess-deployment.md §3.2).
+const RUNBOOK_POD_SELECTORS = [
+  'k8s.element.io/synapse-instance=ess-synapse',
+  'app.kubernetes.io/name=matrix-authentication-service',
+];
+
+/** kubectl argv against a sandbox namespace. */
+export function kubectlFor(target: { kubeconfigPath: string; namespace: string }) {
+  return (...args: string[]) => [KUBECTL, '--kubeconfig', target.kubeconfigPath, '-n', target.namespace, ...args];
+}
+
+/** The runbooks' "scale Synapse and MAS to `replicas`" step, then waiting for their pods to go or be ready. */
+export async function runbookScale(k: (...args: string[]) => string[], replicas: 0 | 1): Promise<void> {
+  await runOk(k('scale', 'statefulset', '-l', 'app.kubernetes.io/component=matrix-server', `--replicas=${replicas}`));
+  await runOk(
+    k('scale', 'deployment', '-l', 'app.kubernetes.io/component=matrix-authentication', `--replicas=${replicas}`),
+  );
+  for (const selector of RUNBOOK_POD_SELECTORS) {
+    if (replicas === 0) {
+      const t = await timeCommand(k('wait', '--for=delete', 'pod', '-l', selector, '--timeout=300s'));
+      if (t.code !== 0 && !/no matching resources/.test(t.stderr)) throw new Error(`kubectl wait: ${t.stderr}`);
+    } else {
+      await runOk(k('wait', '--for=condition=Ready', 'pod', '-l', selector, '--timeout=300s'));
+    }
+  }
+}

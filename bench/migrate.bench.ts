@@ -9,17 +9,11 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { startSandbox } from '../src/sandbox/index.js';
-import { median, repoRoot, report, timeCommand } from './lib.js';
+import { kubectlFor, median, repoRoot, report, runbookScale, runOk, timeCommand } from './lib.js';
 
 const DB_MB = Number(process.env.ESS_BENCH_MIGRATE_DB_MB ?? 3100);
 const ROUNDS = Number(process.env.ESS_BENCH_MIGRATE_ROUNDS ?? 1);
 const JOBS = Number(process.env.ESS_BENCH_MIGRATE_JOBS ?? 4);
-const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
-// Synapse process pods and MAS pods, not the pods of completed hook Jobs (ess-deployment.md §3.2).
-const POD_SELECTORS = [
-  'k8s.element.io/synapse-instance=ess-synapse',
-  'app.kubernetes.io/name=matrix-authentication-service',
-];
 
 const dir = mkdtempSync(join(os.tmpdir(), 'ess-bench-migrate-'));
 const t0 = Date.now();
@@ -42,12 +36,7 @@ try {
   console.log(`dump: ${(dumpBytes / 2 ** 30).toFixed(2)} GiB`);
   if (dumpBytes < 2 ** 30) console.warn('warning: the dump is smaller than 1 GiB; raise ESS_BENCH_MIGRATE_DB_MB');
 
-  const k = (...args: string[]) => [KUBECTL, '--kubeconfig', sandbox.kubeconfigPath, '-n', sandbox.namespace, ...args];
-  const run = async (argv: string[]) => {
-    const t = await timeCommand(argv);
-    if (t.code !== 0) throw new Error(`${argv.join(' ')} exited ${t.code}:\n${t.stderr.slice(-2000)}`);
-    return t;
-  };
+  const k = kubectlFor(sandbox);
   // The runbook's drop block (ess-runbooks.md, "Migrating from Self-Hosted to ESS"), verbatim sequence list.
   const dropSql = `DO $$ DECLARE r RECORD; BEGIN
     FOR r IN (SELECT tablename FROM pg_tables WHERE schemaname = current_schema()) LOOP
@@ -72,14 +61,9 @@ try {
 
   const manual = async (): Promise<number> => {
     const start = Date.now();
-    await run(k('scale', 'statefulset', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=0'));
-    await run(k('scale', 'deployment', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=0'));
-    for (const selector of POD_SELECTORS) {
-      const t = await timeCommand(k('wait', '--for=delete', 'pod', '-l', selector, '--timeout=300s'));
-      if (t.code !== 0 && !/no matching resources/.test(t.stderr)) throw new Error(`kubectl wait: ${t.stderr}`);
-    }
-    await run(k('cp', dump, `${sandbox.layout.postgresPod}:/tmp/synapse.dump`, '-c', 'postgres'));
-    await run(
+    await runbookScale(k, 0);
+    await runOk(k('cp', dump, `${sandbox.layout.postgresPod}:/tmp/synapse.dump`, '-c', 'postgres'));
+    await runOk(
       k(
         'exec',
         sandbox.layout.postgresPod,
@@ -113,12 +97,8 @@ try {
         '/tmp/synapse.dump',
       ),
     );
-    await run(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'rm', '-f', '/tmp/synapse.dump'));
-    await run(k('scale', 'statefulset', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=1'));
-    await run(k('scale', 'deployment', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=1'));
-    for (const selector of POD_SELECTORS) {
-      await run(k('wait', '--for=condition=Ready', 'pod', '-l', selector, '--timeout=300s'));
-    }
+    await runOk(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'rm', '-f', '/tmp/synapse.dump'));
+    await runbookScale(k, 1);
     return Date.now() - start;
   };
 

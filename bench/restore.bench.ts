@@ -12,17 +12,11 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { startSandbox } from '../src/sandbox/index.js';
-import { median, repoRoot, report, timeCommand } from './lib.js';
+import { kubectlFor, median, repoRoot, report, runbookScale, runOk, timeCommand } from './lib.js';
 
 const DB_MB = Number(process.env.ESS_BENCH_RESTORE_DB_MB ?? 1200);
 const ROUNDS = Number(process.env.ESS_BENCH_RESTORE_ROUNDS ?? 1);
 const JOBS = Number(process.env.ESS_BENCH_RESTORE_JOBS ?? 4);
-const KUBECTL = '/usr/lib/google-cloud-sdk/bin/kubectl.1.31';
-// Synapse process pods and MAS pods, not the pods of completed hook Jobs (ess-deployment.md §3.2).
-const POD_SELECTORS = [
-  'k8s.element.io/synapse-instance=ess-synapse',
-  'app.kubernetes.io/name=matrix-authentication-service',
-];
 
 const dir = mkdtempSync(join(os.tmpdir(), 'ess-bench-restore-'));
 const t0 = Date.now();
@@ -40,12 +34,7 @@ console.log(
 if (dbBytes < 2 ** 30) console.warn('warning: the databases are smaller than 1 GiB; raise ESS_BENCH_RESTORE_DB_MB');
 
 try {
-  const k = (...args: string[]) => [KUBECTL, '--kubeconfig', sandbox.kubeconfigPath, '-n', sandbox.namespace, ...args];
-  const run = async (argv: string[]) => {
-    const t = await timeCommand(argv);
-    if (t.code !== 0) throw new Error(`${argv.join(' ')} exited ${t.code}:\n${t.stderr.slice(-2000)}`);
-    return t;
-  };
+  const k = kubectlFor(sandbox);
   const ess = (...args: string[]) => [
     process.execPath,
     join(repoRoot, 'bin', 'run.js'),
@@ -68,30 +57,25 @@ try {
   });
   await Promise.all([pipeline(child.stdout, createWriteStream(dumpSql)), exited]);
   const backups = join(dir, 'backups');
-  const backup = await run(ess('backup', '-o', backups, '--json'));
+  const backup = await runOk(ess('backup', '-o', backups, '--json'));
   const archive = join(backups, readdirSync(backups)[0]!);
   console.log(
     `dump.sql ${(statSync(dumpSql).size / 2 ** 30).toFixed(2)} GiB; ess archive ${(statSync(archive).size / 2 ** 30).toFixed(2)} GiB (backup took ${Math.round(backup.ms / 1000)} s)`,
   );
 
   const psqlC = (sql: string) =>
-    run(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'psql', '-U', 'postgres', '-c', sql));
+    runOk(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'psql', '-U', 'postgres', '-c', sql));
   const manual = async (): Promise<number> => {
     const start = Date.now();
-    await run(k('scale', 'statefulset', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=0'));
-    await run(k('scale', 'deployment', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=0'));
-    for (const selector of POD_SELECTORS) {
-      const t = await timeCommand(k('wait', '--for=delete', 'pod', '-l', selector, '--timeout=300s'));
-      if (t.code !== 0 && !/no matching resources/.test(t.stderr)) throw new Error(`kubectl wait: ${t.stderr}`);
-    }
+    await runbookScale(k, 0);
     // "Drop newly created databases and roles", verbatim.
     await psqlC('DROP DATABASE matrixauthenticationservice');
     await psqlC('DROP DATABASE synapse');
     await psqlC('DROP ROLE synapse_user');
     await psqlC('DROP ROLE matrixauthenticationservice_user');
-    await run(k('cp', dumpSql, `${sandbox.layout.postgresPod}:/tmp/dump.sql`, '-c', 'postgres'));
+    await runOk(k('cp', dumpSql, `${sandbox.layout.postgresPod}:/tmp/dump.sql`, '-c', 'postgres'));
     // psql reports "role postgres already exists" and goes on, as it does for a user.
-    await run(
+    await runOk(
       k(
         'exec',
         sandbox.layout.postgresPod,
@@ -103,8 +87,8 @@ try {
         'psql -q -U postgres -d postgres < /tmp/dump.sql > /dev/null',
       ),
     );
-    await run(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'rm', '-f', '/tmp/dump.sql'));
-    await run(
+    await runOk(k('exec', sandbox.layout.postgresPod, '-c', 'postgres', '--', 'rm', '-f', '/tmp/dump.sql'));
+    await runOk(
       k(
         'exec',
         sandbox.layout.postgresPod,
@@ -120,11 +104,7 @@ try {
         'TRUNCATE e2e_one_time_keys_json',
       ),
     );
-    await run(k('scale', 'statefulset', '-l', 'app.kubernetes.io/component=matrix-server', '--replicas=1'));
-    await run(k('scale', 'deployment', '-l', 'app.kubernetes.io/component=matrix-authentication', '--replicas=1'));
-    for (const selector of POD_SELECTORS) {
-      await run(k('wait', '--for=condition=Ready', 'pod', '-l', selector, '--timeout=300s'));
-    }
+    await runbookScale(k, 1);
     return Date.now() - start;
   };
 
