@@ -181,8 +181,8 @@ describe('ess backup under faults', () => {
     await backToNormal();
   });
 
-  it('an API 500 on scale-up is retried and the backup succeeds', async () => {
-    const out = join(dir, 'retry');
+  /** Once ess has scaled Synapse main to 0, its scale-up PATCHes answer 500 `times` times; returns the unsubscribe. */
+  function failScaleUpOfMain(times: number): () => void {
     const sts = sandbox.store.resourceByKind('StatefulSet');
     const stop = sandbox.store.subscribe((e) => {
       if (e.resource !== sts || e.object.metadata.name !== 'ess-synapse-main') return;
@@ -193,9 +193,15 @@ describe('ess backup under faults', () => {
         resource: 'statefulsets',
         name: 'ess-synapse-main',
         status: 500,
-        times: 2,
+        times,
       });
     });
+    return stop;
+  }
+
+  it('an API 500 on scale-up is retried and the backup succeeds', async () => {
+    const out = join(dir, 'retry');
+    const stop = failScaleUpOfMain(2);
     const result = await runCli(['backup', ...flags, '-o', out, '--json']);
     stop();
     expect(result.code, describeRun(result)).toBe(0);
@@ -206,19 +212,7 @@ describe('ess backup under faults', () => {
 
   it('scale-up failing for good: non-zero exit, no archive, and the message says `ess start`', async () => {
     const out = join(dir, 'no-scale-up');
-    const sts = sandbox.store.resourceByKind('StatefulSet');
-    const stop = sandbox.store.subscribe((e) => {
-      if (e.resource !== sts || e.object.metadata.name !== 'ess-synapse-main') return;
-      if ((e.object.spec as { replicas?: number }).replicas !== 0) return;
-      stop();
-      sandbox.faults.addApiFault({
-        verb: 'patch',
-        resource: 'statefulsets',
-        name: 'ess-synapse-main',
-        status: 500,
-        times: Number.POSITIVE_INFINITY,
-      });
-    });
+    const stop = failScaleUpOfMain(Number.POSITIVE_INFINITY);
     const kube = await connectKube({ kubeconfig: sandbox.kubeconfigPath });
     const error = (await createBackup(
       { namespace: 'ess', release: 'ess', output: out, essVersion: 'test', timeoutMs: 30_000 },
@@ -232,7 +226,7 @@ describe('ess backup under faults', () => {
     expect(error.message).toMatch(/Could not scale statefulset\/ess-synapse-main back up/);
     expect(error.next.join('\n')).toContain('ess start -n ess');
     expect(await archivesIn(out)).toEqual({ archives: [], partial: [] });
-    const main = sandbox.store.get(sts, 'ess', 'ess-synapse-main')!;
+    const main = sandbox.store.get(sandbox.store.resourceByKind('StatefulSet'), 'ess', 'ess-synapse-main')!;
     expect(main.metadata.annotations?.['ess.element.io/replicas-before-stop']).toBe('1');
     sandbox.faults.clear();
     const start = await runCli(['start', ...flags]);
