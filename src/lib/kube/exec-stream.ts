@@ -53,6 +53,7 @@ export async function execStream(
   return new Promise<ExecResult>((resolve, reject) => {
     let stderrTail = Buffer.alloc(0);
     let status: Status | undefined;
+    let waitingForDrain = false;
     let settled = false;
     const ws = new WebSocket(url, EXEC_PROTOCOLS, webSocketOptions(options));
     const finish = (error?: Error) => {
@@ -102,9 +103,14 @@ export async function execStream(
       const channel = data[0];
       const payload = data.subarray(1);
       if (channel === STDOUT && payload.length > 0) {
-        if (io.stdout && !io.stdout.write(payload)) {
+        // ws may still deliver frames it had already read after pause(): wait for one drain, not one per frame.
+        if (io.stdout && !io.stdout.write(payload) && !waitingForDrain) {
+          waitingForDrain = true;
           ws.pause();
-          io.stdout.once('drain', () => ws.resume());
+          io.stdout.once('drain', () => {
+            waitingForDrain = false;
+            ws.resume();
+          });
         }
       } else if (channel === STDERR && payload.length > 0) {
         io.stderr?.write(payload);

@@ -29,6 +29,7 @@ export async function forwardConnection(
   const ws = new WebSocket(url, [PORT_FORWARD_PROTOCOL], webSocketOptions(options));
   const seenPort = new Set<number>();
   let errorText = '';
+  let waitingForDrain = false;
   ws.on('message', (data: Buffer) => {
     if (data.length === 0) return;
     const channel = data[0] as number;
@@ -40,9 +41,14 @@ export async function forwardConnection(
     }
     if (payload.length === 0) return;
     if (channel === DATA) {
-      if (!socket.write(payload)) {
+      // Frames already read still arrive after pause(): one drain listener, not one per frame.
+      if (!socket.write(payload) && !waitingForDrain) {
+        waitingForDrain = true;
         ws.pause();
-        socket.once('drain', () => ws.resume());
+        socket.once('drain', () => {
+          waitingForDrain = false;
+          ws.resume();
+        });
       }
     } else if (channel === ERROR) {
       errorText += payload.toString('utf8');
