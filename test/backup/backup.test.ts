@@ -4,11 +4,12 @@
  * and pg_restore; dry run; the lock; incremental; encryption; retention; --json and --metrics-file.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readArchiveFrom } from '../../src/lib/archive/transfer.js';
 import { generateAgeKeyPair } from '../../src/lib/crypto/age.js';
+import { readDumpToc } from '../../src/lib/migrate/pgdump.js';
 import { LocalDirStore } from '../../src/lib/storage/local-dir.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 import { renderBackupPlan } from '../../src/services/backup/render.js';
@@ -71,6 +72,16 @@ describe('ess backup (exec v4-only)', () => {
     expect(json.plan.postgres.databases.find((d: { name: string }) => d.name === 'synapse').excludeTableData).toEqual([
       'public.e2e_one_time_keys_json',
     ]);
+    // PostgreSQL 15 in the sandbox: gzip, at ess's default level.
+    expect(json.plan.postgres.compression).toEqual({ method: 'gzip', level: 1 });
+    expect(renderBackupPlan(json.plan)).toContain('pg_dump -Fc, gzip 1,');
+    const outOfRange = await runCli(['backup', ...flags, '-o', out, '--dry-run', '--compression-level', '12']);
+    expect(outOfRange.code, describeRun(outOfRange)).toBe(2);
+    expect(outOfRange.stderr).toMatch(/Compression level 12 is out of range for gzip .*0–9/);
+    const level9 = JSON.parse(
+      (await runCli(['backup', ...flags, '-o', out, '--dry-run', '--json', '--compression-level', '9'])).stdout,
+    );
+    expect(level9.plan.postgres.compression).toEqual({ method: 'gzip', level: 9 });
     expect(json.plan.media.fileCount).toBeGreaterThan(0);
     expect(json.plan.estimatedBytes).toBeGreaterThan(json.plan.media.bytes);
     expect(writes()).toBe(writesBefore);
@@ -117,7 +128,10 @@ describe('ess backup (exec v4-only)', () => {
     expect(names).toContain('kubernetes/configmaps/ess-markers.yaml');
 
     // pg_restore reads the dump; the one-time keys table is there, its data is not.
-    const list = restoreList(sandbox, join(x, 'postgres/synapse.dump'));
+    const dumpPath = join(x, 'postgres/synapse.dump');
+    const toc = await readDumpToc({ path: dumpPath, length: (await stat(dumpPath)).size });
+    expect(toc.header).toMatchObject({ compression: 'gzip', compressionLevel: 1 });
+    const list = restoreList(sandbox, dumpPath);
     expect(list).toMatch(/TABLE public e2e_one_time_keys_json/);
     expect(list).not.toMatch(/TABLE DATA public e2e_one_time_keys_json/);
     expect(list).toMatch(/TABLE DATA public events /);

@@ -1,6 +1,6 @@
 import { PassThrough, type Readable, Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ExternalToolError } from '../errors.js';
+import { EssError, ExitCode, ExternalToolError } from '../errors.js';
 import type { ExecResult, KubeClient } from '../kube/client.js';
 import { collect, type PodPostgres } from './in-pod.js';
 
@@ -121,23 +121,46 @@ export async function toolMajorVersion(kube: KubeClient, pg: PodPostgres, tool =
   return Number(match[1]);
 }
 
-export interface DumpOptions {
-  /** Tables whose rows are left out (schema kept), e.g. ['e2e_one_time_keys_json']. */
-  excludeTableData?: string[];
+/** How pg_dump compresses a custom-format dump. */
+export interface DumpCompression {
   /** 'zstd' needs pg_dump ≥ 16. */
-  compression: 'zstd' | 'gzip';
+  method: 'zstd' | 'gzip';
+  level: number;
 }
 
-/** argv of a custom-format pg_dump of one database as the superuser. */
-export function pgDumpArgv(pg: PodPostgres, database: string, options: DumpOptions): string[] {
-  // PostgreSQL 15 only knows `-Z 0-9` (gzip); 16+ takes `--compress=METHOD:LEVEL`.
-  const compress = options.compression === 'zstd' ? '--compress=zstd:3' : '-Z6';
-  const argv = ['pg_dump', '-U', pg.superuser, '-d', database, '-Fc', compress];
-  for (const table of options.excludeTableData ?? []) argv.push(`--exclude-table-data=${table}`);
-  return argv;
+/**
+ * Default and allowed levels per method. The defaults favour speed: gzip 1 costs ~3 % more bytes than pg_dump's
+ * own default (6) on Synapse data and ~25 % less CPU in the Postgres pod (and a shorter-held snapshot); zstd 3 is
+ * zstd's own default.
+ */
+export const COMPRESSION_LEVELS = {
+  gzip: { default: 1, min: 0, max: 9 },
+  zstd: { default: 3, min: 1, max: 19 },
+} as const;
+
+/** Compression pg_dump supports: zstd from PostgreSQL 16, gzip before; `level` defaults per method. */
+export function compressionFor(pgDumpMajor: number, level?: number): DumpCompression {
+  const method = pgDumpMajor >= 16 ? 'zstd' : 'gzip';
+  const range = COMPRESSION_LEVELS[method];
+  if (level !== undefined && (!Number.isInteger(level) || level < range.min || level > range.max)) {
+    throw new EssError(
+      `Compression level ${level} is out of range for ${method} (pg_dump ${pgDumpMajor}): use ${range.min}–${range.max}.`,
+      {
+        code: 'BAD_COMPRESSION_LEVEL',
+        exitCode: ExitCode.USAGE,
+        next: [`Pass --compression-level between ${range.min} and ${range.max}`],
+      },
+    );
+  }
+  return { method, level: level ?? range.default };
 }
 
-/** Compression pg_dump supports: zstd from PostgreSQL 16, gzip before. */
-export function compressionFor(pgDumpMajor: number): DumpOptions['compression'] {
-  return pgDumpMajor >= 16 ? 'zstd' : 'gzip';
+/** pg_dump's compression argument: PostgreSQL 15 only knows `-Z 0-9` (gzip); 16+ takes `--compress=METHOD:LEVEL`. */
+export function compressArg(compression: DumpCompression): string {
+  return compression.method === 'zstd' ? `--compress=zstd:${compression.level}` : `-Z${compression.level}`;
+}
+
+/** "gzip 1", "zstd 3": for plans and summaries. */
+export function describeCompression(compression: DumpCompression): string {
+  return `${compression.method} ${compression.level}`;
 }

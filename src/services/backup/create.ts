@@ -57,6 +57,8 @@ export interface BackupOptions {
   keepWithinMs?: number;
   dryRun?: boolean;
   forceUnlock?: boolean;
+  /** pg_dump compression level (default: gzip 1, or zstd 3 with pg_dump 16+). */
+  compressionLevel?: number;
   /** Parent directory of the spool (default: the OS temp directory). */
   spoolDir?: string;
   metricsFile?: string;

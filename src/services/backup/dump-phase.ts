@@ -22,6 +22,7 @@ import { EssError } from '../../lib/errors.js';
 import type { KubeClient } from '../../lib/kube/client.js';
 import type { Reporter } from '../../lib/output/log.js';
 import { formatBytes, formatDuration } from '../../lib/output/log.js';
+import type { DumpCompression } from '../../lib/postgres/pod-tools.js';
 import {
   checkDumpComplete,
   exactRowCounts,
@@ -58,7 +59,7 @@ export interface DumpPhaseOptions {
   databases: DatabaseTarget[];
   /** Synapse and MAS workloads to stop. */
   writers: WorkloadRef[];
-  compression: 'zstd' | 'gzip';
+  compression: DumpCompression;
   /** Capture roles with pg_dumpall --globals-only (false for managed external servers that refuse it). */
   globals: boolean;
   /** Per phase: how long to wait for pods to terminate / become ready. */

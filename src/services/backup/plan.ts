@@ -7,6 +7,7 @@ import { EXCLUDED_TABLE_DATA } from '../../lib/deployment/components.js';
 import type { Deployment } from '../../lib/deployment/model.js';
 import type { WorkloadRef } from '../../lib/deployment/scaler.js';
 import { MEDIA_CACHE_DIRS } from '../../lib/migrate/media.js';
+import type { DumpCompression } from '../../lib/postgres/pod-tools.js';
 import type { Consistency, DatabaseTarget } from './dump-phase.js';
 
 /** The plan (also the `plan` field of the --json result). */
@@ -27,7 +28,7 @@ export interface BackupPlan {
     tools: 'pod' | 'local';
     where: string;
     serverVersion: string;
-    compression: 'zstd' | 'gzip';
+    compression: DumpCompression;
     globals: boolean;
     databases: (DatabaseTarget & { excludeTableData: string[] })[];
   };

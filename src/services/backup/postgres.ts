@@ -14,7 +14,7 @@ import { ExecStreamError } from '../../lib/kube/client.js';
 import { libpqEnv, type PostgresSettings } from '../../lib/migrate/homeserver.js';
 import { DumpFormatError, readDumpToc, verifyDataBlocks } from '../../lib/migrate/pgdump.js';
 import { collect } from '../../lib/postgres/in-pod.js';
-import { byteCounter, compressionFor, type DumpOptions } from '../../lib/postgres/pod-tools.js';
+import { byteCounter, compressArg, compressionFor, type DumpCompression } from '../../lib/postgres/pod-tools.js';
 import { THROWAWAY_PREFIX } from '../../lib/postgres/throwaway.js';
 
 /**
@@ -283,18 +283,12 @@ export interface DumpSpec {
   /** Import this exported snapshot (consistent with the other databases). */
   snapshot?: string;
   excludeTableData?: string[];
-  compression: DumpOptions['compression'];
+  compression: DumpCompression;
 }
 
 /** `pg_dump -Fc` argv for one database. */
 export function pgDumpArgv(tools: PgTools, spec: DumpSpec): string[] {
-  // PostgreSQL 15 knows only `-Z 0-9` (gzip); 16+ takes `--compress=METHOD:LEVEL`.
-  const argv = [
-    'pg_dump',
-    ...tools.connect(spec.database),
-    '-Fc',
-    spec.compression === 'zstd' ? '--compress=zstd:3' : '-Z6',
-  ];
+  const argv = ['pg_dump', ...tools.connect(spec.database), '-Fc', compressArg(spec.compression)];
   if (spec.snapshot) argv.push(`--snapshot=${spec.snapshot}`);
   for (const table of spec.excludeTableData ?? []) argv.push(`--exclude-table-data=${table}`);
   return argv;

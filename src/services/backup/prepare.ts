@@ -13,6 +13,7 @@ import { discoverDeployment } from '../../lib/deployment/discover.js';
 import type { Deployment } from '../../lib/deployment/model.js';
 import { EssError, ExitCode, PreconditionError } from '../../lib/errors.js';
 import { settingsFromUrl } from '../../lib/migrate/homeserver.js';
+import type { DumpCompression } from '../../lib/postgres/pod-tools.js';
 import { openBackupSink } from '../../lib/storage/destination.js';
 import { type BackupSink, type BackupStore, isBackupStore } from '../../lib/storage/store.js';
 import type { BackupDeps, BackupOptions } from './create.js';
@@ -36,7 +37,7 @@ export interface Prepared {
   tools: PgTools;
   databases: DatabaseTarget[];
   serverVersion: string;
-  compression: 'zstd' | 'gzip';
+  compression: DumpCompression;
   globals: boolean;
   parent?: ParentIndex & { createdAt: Date };
   incrementalFallback?: string;
@@ -201,7 +202,7 @@ export async function prepareBackup(options: BackupOptions, deps: BackupDeps, cr
     tools,
     databases,
     serverVersion: facts.serverVersion,
-    compression: compressionFor(major),
+    compression: compressionFor(major, options.compressionLevel),
     globals: tools.kind === 'pod',
     parent,
     incrementalFallback,

@@ -1,6 +1,7 @@
 /** Human-readable text of `ess backup`: the plan (--dry-run) and the final summary. */
 import { formatBytes, formatDuration } from '../../lib/output/log.js';
 import { renderKeyValues, renderTable } from '../../lib/output/table.js';
+import { describeCompression } from '../../lib/postgres/pod-tools.js';
 import type { BackupResult } from './create.js';
 import type { BackupPlan } from './plan.js';
 
@@ -31,7 +32,7 @@ export function renderBackupPlan(plan: BackupPlan): string {
       ])}`
     : 'Nothing to stop (Synapse and MAS are not running).';
   const pg = plan.postgres;
-  const databases = `Databases (pg_dump -Fc, ${pg.compression}, PostgreSQL ${pg.serverVersion}, tools in ${pg.where}${
+  const databases = `Databases (pg_dump -Fc, ${describeCompression(pg.compression)}, PostgreSQL ${pg.serverVersion}, tools in ${pg.where}${
     pg.globals ? '; roles with pg_dumpall --globals-only' : ''
   }):\n${renderTable(pg.databases, [
     { header: 'DATABASE', get: (d) => d.name },
