@@ -16,7 +16,13 @@ import {
   planIncrementalMedia,
 } from '../../src/lib/archive/media-index.js';
 import { formatArchiveName, parseArchiveName } from '../../src/lib/archive/naming.js';
-import { readArchiveFrom, readManifestFrom, writeArchive } from '../../src/lib/archive/transfer.js';
+import {
+  readArchiveFrom,
+  readManifestFrom,
+  writeArchive,
+  writeArchiveLateManifest,
+} from '../../src/lib/archive/transfer.js';
+import { manifestSlotBytes } from '../../src/lib/archive/writer.js';
 import { generateAgeKeyPair } from '../../src/lib/crypto/age.js';
 import { EssError } from '../../src/lib/errors.js';
 import { LocalDirStore } from '../../src/lib/storage/local-dir.js';
@@ -97,6 +103,72 @@ describe('writing archives to a local store', () => {
     ).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'INTERRUPTED' });
     expect(await readdir(store.location)).toEqual([]);
+  });
+
+  it('Given a manifest written last, when media precede the dumps, then ess, tar and sha256sum read the archive', async () => {
+    const store = new LocalDirStore(join(dir, 'late'));
+    const name = 'ess-backup_example.com_20250302T020000Z.tar';
+    const slotBytes = manifestSlotBytes(
+      backup.input,
+      backup.files.map((f) => f.name),
+    );
+    const result = await writeArchiveLateManifest(store, { name, slotBytes }, async (w) => {
+      // Media first (their digests go to the trailer), then the members the manifest lists: any order works.
+      await addMediaFromTar(w, tarStream(backup.mediaRoot), {
+        expected: new Map(backup.index.map((e) => [e.path, e.size])),
+      });
+      for (const file of [...backup.files].reverse()) await w.addFile(file);
+      return { ...backup.input, warnings: ['written last'] };
+    });
+    expect(result.summary.memberCount).toBe(backup.contents.size + 2);
+    const read = await readArchiveFrom(store, name);
+    expect(read.manifest.warnings).toEqual(['written last']);
+    expect(read.manifest.members.map((m) => m.name)).toEqual([...backup.files].reverse().map((f) => f.name));
+    for (const file of backup.files) {
+      expect(read.manifest.members.find((m) => m.name === file.name)).toMatchObject({
+        size: file.size,
+        sha256: file.sha256,
+      });
+    }
+    // By hand: the manifest is JSON followed by spaces; sha256sum checks every member including it.
+    const out = join(dir, 'late-out');
+    execFileSync('mkdir', ['-p', out]);
+    execFileSync('tar', ['-xf', join(store.location, name), '-C', out]);
+    const text = await readFile(join(out, MEMBERS.manifest), 'utf8');
+    expect(text.length).toBe(slotBytes);
+    expect(JSON.parse(text).formatVersion).toBe(1);
+    expect(execFileSync('sha256sum', ['-c', MEMBERS.trailer], { cwd: out }).toString()).not.toContain('FAILED');
+    expect((await readdir(store.location)).sort()).toEqual([name]);
+  });
+
+  it('Given a manifest written last, when it outgrows its slot, then warnings are summarised, else nothing is stored', async () => {
+    const store = new LocalDirStore(join(dir, 'late-small'));
+    const slotBytes = manifestSlotBytes(
+      backup.input,
+      backup.files.map((f) => f.name),
+      0,
+    );
+    const many = Array.from({ length: 2000 }, (_, i) => `warning number ${i} about something long enough`);
+    const fitted = await writeArchiveLateManifest(
+      store,
+      { name: 'ess-backup_x_20250101T000000Z.tar', slotBytes },
+      async (w) => {
+        for (const file of backup.files) await w.addFile(file);
+        return { ...backup.input, warnings: many };
+      },
+    );
+    const read = await readArchiveFrom(store, fitted.name);
+    expect(read.manifest.warnings).toEqual(['2000 warnings did not fit here: see the output of the backup run.']);
+    const error = await writeArchiveLateManifest(
+      store,
+      { name: 'ess-backup_x_20250101T000001Z.tar', slotBytes: 512 },
+      async (w) => {
+        for (const file of backup.files) await w.addFile(file);
+        return backup.input;
+      },
+    ).catch((e: unknown) => e);
+    expect((error as Error).message).toMatch(/exceeds its 512-byte slot/);
+    expect(await readdir(store.location)).toEqual([fitted.name]);
   });
 
   it('Given an encrypted archive on disk, when read by hand with age and tar, then the dump is extracted', async (ctx) => {

@@ -119,7 +119,17 @@ describe('ess backup (exec v4-only)', () => {
     });
     expect(manifest.deployment.chartVersion).toBeTruthy();
     expect(manifest.mas?.schemaVersion).toBeTruthy();
-    expect(manifest.members[0]?.name).toBe('media-index.jsonl');
+    // A local archive: the media were written while the dumps ran, the manifest last into its reserved slot.
+    const order = execFileSync('tar', ['-tf', json.location]).toString().trim().split('\n');
+    expect(order[0]).toBe('manifest.json');
+    expect(order.at(-1)).toBe('checksums.sha256');
+    const firstDump = order.findIndex((n) => n.startsWith('postgres/'));
+    expect(order.findIndex((n) => n.startsWith('media/'))).toBeGreaterThan(order.indexOf('media-index.jsonl'));
+    expect(order.findLastIndex((n) => n.startsWith('media/'))).toBeLessThan(firstDump);
+    expect(manifest.members.map((m) => m.name)).toEqual(order.filter((n) => !n.startsWith('media/')).slice(1, -1));
+    const manifestText = await readFile(join(x, 'manifest.json'), 'utf8');
+    expect(manifestText.length % 4096).toBe(0);
+    expect(manifestText).toMatch(/}\n +$/);
     const names = manifest.members.map((m) => m.name);
     for (const m of ['postgres/synapse.dump', 'postgres/matrixauthenticationservice.dump', 'helm/values.yaml']) {
       expect(names).toContain(m);

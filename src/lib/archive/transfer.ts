@@ -13,10 +13,10 @@ import {
   validateAgeEncryptOptions,
 } from '../crypto/age.js';
 import { PreconditionError } from '../errors.js';
-import type { BackupSink, BackupStore, PutResult } from '../storage/store.js';
-import type { BackupManifest } from './manifest.js';
+import type { BackupSink, BackupStore, PatchableSink, PutOptions, PutResult } from '../storage/store.js';
+import type { BackupManifest, ManifestInput } from './manifest.js';
 import { type ReadArchiveOptions, type ReadArchiveResult, readArchive, readManifest } from './reader.js';
-import { ArchiveOutputClosedError, type ArchiveSummary, ArchiveWriter } from './writer.js';
+import { ArchiveOutputClosedError, type ArchiveSummary, ArchiveWriter, type ManifestPatch } from './writer.js';
 
 /** Options of {@link writeArchive}. */
 export interface WriteArchiveOptions {
@@ -60,17 +60,70 @@ export async function writeArchive(
   produce: (writer: ArchiveWriter) => Promise<void>,
 ): Promise<WriteArchiveResult> {
   if (options.encryption) validateAgeEncryptOptions(options.encryption);
+  return runArchive(sink, options, undefined, async (writer) => {
+    await produce(writer);
+    return writer.finish();
+  });
+}
+
+/**
+ * Like {@link writeArchive}, for a sink that can patch what it stored (a local directory): the manifest is written
+ * last, into a slot of `slotBytes` reserved as the first member (see {@link ArchiveWriter.reserveManifest}), so
+ * members can be written before their digests are all known — e.g. the media while the database dumps still run.
+ * `produce` writes every member and returns the manifest. No encryption: age output cannot be patched in place.
+ */
+export async function writeArchiveLateManifest(
+  sink: PatchableSink,
+  options: Omit<WriteArchiveOptions, 'encryption'> & { slotBytes: number },
+  produce: (writer: ArchiveWriter) => Promise<ManifestInput>,
+): Promise<WriteArchiveResult> {
+  let patchReady!: (patch: ManifestPatch) => void;
+  let patchFailed!: (error: unknown) => void;
+  const patch = new Promise<ManifestPatch>((resolve, reject) => {
+    patchReady = resolve;
+    patchFailed = reject;
+  });
+  patch.catch(() => {});
+  return runArchive(
+    sink,
+    options,
+    () => patch,
+    async (writer) => {
+      try {
+        await writer.reserveManifest(options.slotBytes);
+        const input = await produce(writer);
+        const { patch: bytes, ...summary } = await writer.finishWithManifest(input);
+        patchReady(bytes);
+        return summary;
+      } catch (error) {
+        patchFailed(error);
+        throw error;
+      }
+    },
+  );
+}
+
+/**
+ * Starts the upload, runs `body` (which writes everything and ends the archive) and waits until the sink has stored
+ * it all. If anything fails — `body`, the sink or the signal — the writer is aborted, the sink discards what it got
+ * (no partial archive stays under the name), and the first cause is rethrown.
+ */
+async function runArchive(
+  sink: BackupSink,
+  options: WriteArchiveOptions,
+  patch: PutOptions['patch'],
+  body: (writer: ArchiveWriter) => Promise<ArchiveSummary>,
+): Promise<WriteArchiveResult> {
   options.signal?.throwIfAborted();
   const writer = new ArchiveWriter({ mtime: options.mtime });
-  let body: Readable = writer.output;
-  if (options.encryption) body = pipeline(writer.output, createAgeEncryptStream(options.encryption), () => {});
-  const stored = sink.put(options.name, body, { signal: options.signal, sizeHint: options.sizeHint });
+  let output: Readable = writer.output;
+  if (options.encryption) output = pipeline(writer.output, createAgeEncryptStream(options.encryption), () => {});
+  const stored = sink.put(options.name, output, { signal: options.signal, sizeHint: options.sizeHint, patch });
   stored.catch((error: Error) => writer.abort(error));
   const onAbort = () => writer.abort(abortReason(options.signal!));
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    await produce(writer);
-    const summary = await writer.finish();
+    const summary = await body(writer);
     const result = await stored;
     return { ...result, encrypted: options.encryption !== undefined, summary };
   } catch (error) {

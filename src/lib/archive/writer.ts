@@ -64,6 +64,13 @@ export class ArchiveOutputClosedError extends Error {
 
 type WriterState = 'new' | 'open' | 'finished' | 'failed';
 
+/** Where the real manifest goes once known (see {@link ArchiveWriter.reserveManifest}). */
+export interface ManifestPatch {
+  /** Byte offset of the manifest's content in the tar stream. */
+  offset: number;
+  bytes: Buffer;
+}
+
 interface StreamxWritable {
   write(chunk: Uint8Array): boolean;
   end(): void;
@@ -122,6 +129,8 @@ export class ArchiveWriter {
   private archiveBytes = 0;
   private failure: Error | undefined;
   private readonly mtime: Date;
+  /** Size of the manifest slot when the manifest is written last ({@link reserveManifest}). */
+  private manifestSlot: number | undefined;
 
   constructor(options: { mtime?: Date } = {}) {
     this.mtime = options.mtime ?? new Date();
@@ -176,6 +185,22 @@ export class ArchiveWriter {
   }
 
   /**
+   * Starts an archive whose manifest is known only at the end, for outputs that can overwrite bytes they already
+   * stored (a local file): `manifest.json` is written first as `slotBytes` of spaces, members are declared as they
+   * are added (every member but media files), and {@link finishWithManifest} returns the bytes to put at the slot —
+   * the manifest JSON padded with spaces (valid JSON; the trailer's digest covers the padded bytes).
+   */
+  async reserveManifest(slotBytes: number): Promise<void> {
+    if (this.state !== 'new') throw writerBug('the manifest must be written first and only once');
+    this.state = 'open';
+    this.manifestSlot = slotBytes;
+    const name = MEMBERS.manifest;
+    await this.writeEntry({ name, size: slotBytes, mode: memberMode(name) }, Buffer.alloc(slotBytes, 0x20));
+    // Its digest is known only with the content: finishWithManifest() puts the real line first.
+    this.trailerLines.shift();
+  }
+
+  /**
    * Adds one member from a stream, buffer or async iterable of exactly `header.size` bytes. Declared members are
    * checked against their declared size and SHA-256; undeclared members must be streamed ones (media/…).
    * Resolves with the member's digest once its bytes are in the tar stream.
@@ -191,7 +216,10 @@ export class ArchiveWriter {
     }
     if (this.written.has(name)) throw this.fail(writerBug(`member ${name} written twice`));
     const declared = this.declared.get(name);
-    if (!declared && !isStreamedMember(name)) throw this.fail(writerBug(`member ${name} is not in the manifest`));
+    const late = this.manifestSlot !== undefined && !isStreamedMember(name);
+    if (!declared && !late && !isStreamedMember(name)) {
+      throw this.fail(writerBug(`member ${name} is not in the manifest`));
+    }
     if (declared && declared.size !== header.size) {
       throw this.fail(writerBug(`member ${name} is ${header.size} bytes, the manifest says ${declared.size}`));
     }
@@ -201,6 +229,14 @@ export class ArchiveWriter {
       declared?.sha256,
     );
     this.written.add(name);
+    if (late) {
+      this.declared.set(name, {
+        name,
+        size: digest.size,
+        sha256: digest.sha256,
+        mode: header.mode ?? memberMode(name),
+      });
+    }
     return digest;
   }
 
@@ -241,6 +277,46 @@ export class ArchiveWriter {
       contentBytes: this.contentBytes,
       archiveBytes: this.archiveBytes,
     };
+  }
+
+  /**
+   * Ends an archive started with {@link reserveManifest}: builds the manifest from `input` and the members written,
+   * writes the trailer and ends the tar stream. Returns the summary and the patch for the manifest slot. When the
+   * manifest does not fit, its warnings are replaced by one line saying how many there were; if it still does not
+   * fit, this fails (the caller sizes the slot from a draft of the same manifest, so that is a bug).
+   */
+  async finishWithManifest(input: ManifestInput): Promise<ArchiveSummary & { patch: ManifestPatch }> {
+    const slot = this.manifestSlot;
+    if (this.state !== 'open' || slot === undefined) {
+      throw this.failure ?? writerBug('finishWithManifest() needs reserveManifest() first');
+    }
+    const encode = (warnings: string[] | undefined) => {
+      const manifest: BackupManifest = {
+        formatVersion: FORMAT_VERSION,
+        kind: ARCHIVE_KIND,
+        ...input,
+        ...(warnings ? { warnings } : {}),
+        members: [...this.declared.values()],
+      };
+      validateManifest(manifest);
+      return { manifest, bytes: encodeManifest(manifest) };
+    };
+    let encoded = encode(input.warnings);
+    if (encoded.bytes.length > slot && input.warnings?.length) {
+      encoded = encode([`${input.warnings.length} warnings did not fit here: see the output of the backup run.`]);
+    }
+    if (encoded.bytes.length > slot) {
+      throw this.fail(writerBug(`the manifest (${encoded.bytes.length} bytes) exceeds its ${slot}-byte slot`));
+    }
+    this.manifest = encoded.manifest;
+    const bytes = encoded.bytes;
+    const padded = Buffer.alloc(slot, 0x20);
+    bytes.copy(padded);
+    this.trailerLines.unshift(
+      encodeTrailerLine({ name: MEMBERS.manifest, sha256: createHash('sha256').update(padded).digest('hex') }),
+    );
+    const summary = await this.finish();
+    return { ...summary, patch: { offset: 512, bytes: padded } };
   }
 
   /** True when the writer failed because its output was closed underneath it (its consumer failed). */
@@ -315,4 +391,20 @@ export class ArchiveWriter {
       throw this.fail(this.failure ?? (error as Error));
     }
   }
+}
+
+/**
+ * Bytes to reserve for a manifest written last ({@link ArchiveWriter.reserveManifest}): a draft of it with the final
+ * member names, sizes and digests at their longest, plus `warningRoom` for warnings added later, rounded up to
+ * 4 KiB. The slot ends up as spaces after the JSON; 64 KiB is nothing next to a database dump.
+ */
+export function manifestSlotBytes(draft: ManifestInput, memberNames: string[], warningRoom = 64 * 1024): number {
+  const longest: ManifestMember[] = memberNames.map((name) => ({
+    name,
+    size: Number.MAX_SAFE_INTEGER,
+    sha256: 'f'.repeat(64),
+    mode: 0o644,
+  }));
+  const bytes = encodeManifest({ formatVersion: FORMAT_VERSION, kind: ARCHIVE_KIND, ...draft, members: longest });
+  return Math.ceil((bytes.length + warningRoom) / 4096) * 4096;
 }

@@ -17,6 +17,11 @@ export interface PutOptions {
   signal?: AbortSignal;
   /** Expected size in bytes, if known: lets S3 choose a part size that stays under 10,000 parts. */
   sizeHint?: number;
+  /**
+   * Only for a {@link PatchableSink}: once `body` has ended, bytes to overwrite in what was stored (same length),
+   * applied before the object becomes visible. The archive writer uses it to put the manifest in its slot.
+   */
+  patch?: () => Promise<{ offset: number; bytes: Uint8Array }>;
 }
 
 /** What a completed {@link BackupSink.put} reports. */
@@ -42,6 +47,16 @@ export interface BackupSink {
    * - refuses to overwrite an existing object (EssError BACKUP_EXISTS).
    */
   put(name: string, body: Readable, options?: PutOptions): Promise<PutResult>;
+}
+
+/** A sink that can overwrite bytes it already stored before the object becomes visible (a local file). */
+export interface PatchableSink extends BackupSink {
+  readonly patchable: true;
+}
+
+/** Type guard: does this sink honour {@link PutOptions.patch}? */
+export function isPatchable(sink: BackupSink): sink is PatchableSink {
+  return (sink as Partial<PatchableSink>).patchable === true;
 }
 
 /** A sink that can also list, read and delete what it holds (for backup list|verify|prune and restore). */

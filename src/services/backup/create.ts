@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import type { Writable } from 'node:stream';
 import { fileSafeServerName } from '../../lib/archive/naming.js';
-import { Spool } from '../../lib/archive/spool.js';
+import { Spool, type SpooledFile } from '../../lib/archive/spool.js';
 import { DATABASE_WRITERS } from '../../lib/deployment/components.js';
 import { type Clock, interruption, type RetryOptions, systemClock } from '../../lib/deployment/scaler.js';
 import { EssError, ExitCode } from '../../lib/errors.js';
@@ -18,11 +18,19 @@ import { startScavenger } from '../../lib/memory.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
 import { DEFAULT_LOCAL_DIR } from '../../lib/storage/local-dir.js';
 import type { S3ChecksumMode } from '../../lib/storage/s3.js';
+import { isPatchable } from '../../lib/storage/store.js';
 import { acquireRunLock } from '../../lib/workloads/run-lock.js';
 import { collectConfig } from './collect-config.js';
-import { type Consistency, type DatabaseTarget, dumpDatabases } from './dump-phase.js';
+import {
+  type Consistency,
+  type CountedDatabase,
+  type DatabaseTarget,
+  type DumpPhaseResult,
+  dumpDatabases,
+} from './dump-phase.js';
 import {
   estimateMedia,
+  type MediaPlan,
   type MediaSource,
   openMediaSource,
   planMedia,
@@ -33,7 +41,7 @@ import { writeMetricsFile } from './metrics.js';
 import { type BackupPlan, excludedFor, skippedMediaDirs, writerWorkloads } from './plan.js';
 import { prepareBackup } from './prepare.js';
 import { applyRetention, planRetention, type RetentionObject } from './retention.js';
-import { configSummary, spoolConfig, writeBackupArchive } from './write.js';
+import { configSummary, spoolConfig, writeBackupArchive, writeBackupArchiveEarly } from './write.js';
 
 /** Options of `ess backup` (they mirror its flags). */
 export interface BackupOptions {
@@ -321,6 +329,10 @@ async function runBackup(
       writersBack = (error) => (error === undefined ? resolve() : reject(error));
     });
     whenWritersBack.catch(() => {});
+    let countedAll!: (databases: CountedDatabase[]) => void;
+    const counted = new Promise<CountedDatabase[]>((resolve) => {
+      countedAll = resolve;
+    });
     const dumpStart = clock.now();
     const dumping = dumpDatabases(
       {
@@ -340,6 +352,7 @@ async function runBackup(
         pollMs: deps.pollMs,
         retry: deps.retry,
         onWritersBack: writersBack,
+        onCounted: countedAll,
       },
     ).finally(() => stages.list.push({ stage: 'databases', ms: clock.now() - dumpStart }));
     dumping.catch((error: unknown) => failFast.abort(error));
@@ -367,6 +380,11 @@ async function runBackup(
             reporter.info(
               `Media: ${mediaPlan.summary.fileCount} files (${formatBytes(mediaPlan.summary.bytes)}); storing ${mediaPlan.summary.storedFileCount} (${formatBytes(mediaPlan.summary.storedBytes)}).`,
             );
+            if (mediaPlan.invalid.length) {
+              warnings.push(
+                `${mediaPlan.invalid.length} media file(s) with names Synapse never serves were left out, e.g. ${mediaPlan.invalid[0]}.`,
+              );
+            }
             return mediaPlan;
           })
           .finally(() => stages.list.push({ stage: 'media listing', ms: clock.now() - mediaStart }))
@@ -374,28 +392,55 @@ async function runBackup(
     listing.catch((error: unknown) => failFast.abort(error));
     const configFiles = spoolConfig(spool, config, signal);
     configFiles.catch((error: unknown) => failFast.abort(error));
-    const [dumped, mediaPlan, configMembers] = await settleFirstError([dumping, listing, configFiles]);
-    for (const warning of dumped.warnings) warnings.push(warning);
-    if (mediaPlan?.invalid.length) {
-      warnings.push(
-        `${mediaPlan.invalid.length} media file(s) with names Synapse never serves were left out, e.g. ${mediaPlan.invalid[0]}.`,
+    let dumped: DumpPhaseResult;
+    let mediaPlan: MediaPlan | undefined;
+    let written: { location: string; bytes: number };
+    const sink = p.sink;
+    if (isPatchable(sink) && !p.encryption) {
+      // A local file: the archive starts as soon as the media are listed and the rows counted, and the media copy
+      // runs while the dumps stream into the spool (see writeBackupArchiveEarly).
+      const whenCounted = Promise.race([counted, dumping.then((d): CountedDatabase[] => d.databases)]);
+      const archiving = Promise.all([listing, whenCounted, configFiles]).then(([plan, databases, configMembers]) =>
+        stages.run('write', () =>
+          writeBackupArchiveEarly({
+            p,
+            options,
+            deps,
+            sink,
+            counted: databases,
+            dumped: dumping,
+            mediaPlan: plan,
+            mediaSource,
+            configMembers,
+            config,
+            createdAt,
+            warnings,
+          }),
+        ),
+      );
+      archiving.catch((error: unknown) => failFast.abort(error));
+      [dumped, mediaPlan, , written] = await settleFirstError([dumping, listing, configFiles, archiving]);
+      for (const warning of dumped.warnings) warnings.push(warning);
+    } else {
+      let configMembers: SpooledFile[];
+      [dumped, mediaPlan, configMembers] = await settleFirstError([dumping, listing, configFiles]);
+      for (const warning of dumped.warnings) warnings.push(warning);
+      const done = dumped;
+      written = await stages.run('write', () =>
+        writeBackupArchive({
+          p,
+          options,
+          deps,
+          dumped: done,
+          mediaPlan,
+          mediaSource,
+          configMembers,
+          config,
+          createdAt,
+          warnings,
+        }),
       );
     }
-
-    const written = await stages.run('write', () =>
-      writeBackupArchive({
-        p,
-        options,
-        deps,
-        dumped,
-        mediaPlan,
-        mediaSource,
-        configMembers,
-        config,
-        createdAt,
-        warnings,
-      }),
-    );
     await mediaSource?.close();
     reporter.info(`Backup written: ${written.location} (${formatBytes(written.bytes)}).`);
 

@@ -52,6 +52,9 @@ export interface DumpedDatabase extends DatabaseTarget {
   masMigration?: string;
 }
 
+/** A database once its rows were counted in the dump's snapshot: everything the manifest says of it but the dump. */
+export type CountedDatabase = Omit<DumpedDatabase, 'file'>;
+
 /** How consistency was obtained: exported snapshots (short downtime) or dumping while stopped (the fallback). */
 export type Consistency = 'snapshot' | 'stopped';
 
@@ -82,6 +85,8 @@ export interface DumpPhaseDeps {
   retry?: RetryOptions;
   /** Called once the writers are back (restore done, ready or timed out) or could not be brought back. */
   onWritersBack?: (error?: unknown) => void;
+  /** Called once every database's rows were counted (usually long before the largest dump ends). */
+  onCounted?: (databases: CountedDatabase[]) => void;
 }
 
 export interface DumpPhaseResult {
@@ -260,6 +265,7 @@ async function dumpAll(
       excludedTableData: excluded,
     });
   });
+  let counted = 0;
   const countTasks = ordered.map((db) => async () => {
     const counts = await exactRowCounts(tools, db.name, snapshots.get(db.name), signal);
     const excluded = new Set(EXCLUDED_TABLE_DATA[db.component]);
@@ -268,6 +274,15 @@ async function dumpAll(
     const versions =
       db.component === 'other' ? {} : await schemaVersions(tools, db.name, new Set(counts.map((t) => t.name)), signal);
     Object.assign(results.get(db.name) ?? results.set(db.name, {}).get(db.name)!, { tables, ...versions });
+    if (++counted === ordered.length) {
+      deps.onCounted?.(
+        ordered.map((d) => {
+          const { file: _file, ...facts } = results.get(d.name) as Partial<DumpedDatabase>;
+          const excludedTableData = EXCLUDED_TABLE_DATA[d.component];
+          return { ...d, member: databaseMember(d.name), excludedTableData, ...facts } as CountedDatabase;
+        }),
+      );
+    }
   });
   const globalsTask = async () => {
     if (!options.globals) return;

@@ -6,11 +6,13 @@ import { createReadStream } from 'node:fs';
 import { configMapMember, MEMBERS, secretMember } from '../../lib/archive/layout.js';
 import type { ManifestDatabase, ManifestInput } from '../../lib/archive/manifest.js';
 import type { Spool, SpooledFile } from '../../lib/archive/spool.js';
-import { writeArchive } from '../../lib/archive/transfer.js';
+import { writeArchive, writeArchiveLateManifest } from '../../lib/archive/transfer.js';
+import { type ArchiveWriter, manifestSlotBytes } from '../../lib/archive/writer.js';
 import { EssError } from '../../lib/errors.js';
+import type { PatchableSink } from '../../lib/storage/store.js';
 import { type CollectedConfig, encodeSavedObject } from './collect-config.js';
 import type { BackupDeps, BackupOptions, BackupResult } from './create.js';
-import type { DumpPhaseResult } from './dump-phase.js';
+import type { CountedDatabase, DumpPhaseResult } from './dump-phase.js';
 import { copyMedia, type MediaPlan, type MediaSource } from './media.js';
 import type { Prepared } from './prepare.js';
 
@@ -80,18 +82,25 @@ export interface WriteInput {
   warnings: string[];
 }
 
-export async function writeBackupArchive(input: WriteInput): Promise<{ location: string; bytes: number }> {
-  const { p, options, deps, dumped, mediaPlan, mediaSource, configMembers, config, createdAt, warnings } = input;
-  const synapse = dumped.databases.find((d) => d.component === 'synapse');
-  const mas = dumped.databases.find((d) => d.component === 'mas');
+/** What the manifest is built from: the databases as counted (dumps not needed), media plan and configuration. */
+interface ManifestFacts {
+  p: Prepared;
+  options: BackupOptions;
+  databases: CountedDatabase[];
+  globals: boolean;
+  mediaPlan?: MediaPlan;
+  mediaSource?: MediaSource;
+  config: CollectedConfig;
+  createdAt: Date;
+  warnings: string[];
+}
+
+function manifestInput(f: ManifestFacts): ManifestInput {
+  const { p, options, mediaPlan, mediaSource, config } = f;
+  const synapse = f.databases.find((d) => d.component === 'synapse');
+  const mas = f.databases.find((d) => d.component === 'mas');
   const masWorkload = p.deployment.workloads.find((w) => w.component === 'mas');
-  const spooled: SpooledFile[] = [
-    ...(mediaPlan ? [mediaPlan.index] : []),
-    ...(dumped.globals ? [dumped.globals] : []),
-    ...dumped.databases.map((d) => d.file),
-    ...configMembers,
-  ];
-  const databases: ManifestDatabase[] = dumped.databases.map((d) => ({
+  const databases: ManifestDatabase[] = f.databases.map((d) => ({
     name: d.name,
     component: d.component,
     member: d.member,
@@ -100,8 +109,8 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
     rowCounts: 'exact',
     ...(d.excludedTableData.length ? { excludedTableData: d.excludedTableData } : {}),
   }));
-  const manifest: ManifestInput = {
-    createdAt: createdAt.toISOString(),
+  return {
+    createdAt: f.createdAt.toISOString(),
     ess: { version: options.essVersion },
     deployment: {
       serverName: p.serverName,
@@ -112,7 +121,7 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
     },
     postgres: {
       serverVersion: p.serverVersion,
-      ...(dumped.globals ? { globals: MEMBERS.postgresGlobals } : {}),
+      ...(f.globals ? { globals: MEMBERS.postgresGlobals } : {}),
       databases,
     },
     synapse: {
@@ -136,16 +145,77 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
           },
         }
       : {}),
-    warnings: [...warnings],
+    warnings: [...f.warnings],
   };
+}
+
+/** Progress of the write stage on the reporter: bytes so far against an expected total that may grow. */
+function writeProgress(deps: BackupDeps, stage: string, total: number) {
+  let done = 0;
+  return {
+    add(n: number) {
+      done += n;
+      deps.reporter.progress(stage, done, Math.max(done, total));
+    },
+    grow(n: number) {
+      total += n;
+    },
+    end() {
+      if (done < total) deps.reporter.progress(stage, total, total);
+    },
+  };
+}
+
+/** Streams the media members from the pod into the archive, reporting bytes. */
+async function writeMedia(
+  writer: ArchiveWriter,
+  deps: BackupDeps,
+  mediaPlan: MediaPlan,
+  mediaSource: MediaSource,
+  progress: { add(n: number): void },
+): Promise<void> {
+  let last = 0;
+  await copyMedia(deps.kube, mediaSource, mediaPlan, writer, {
+    signal: deps.signal,
+    onBytes: (copied) => {
+      progress.add(copied - last);
+      last = copied;
+    },
+  });
+}
+
+/** Adds spooled members, in smaller reads than addFile's 1 MiB (fewer bytes in flight between scavenges). */
+async function writeSpooled(
+  writer: ArchiveWriter,
+  files: SpooledFile[],
+  progress: { add(n: number): void },
+): Promise<void> {
+  for (const file of files) {
+    await writer.addMember(
+      { name: file.name, size: file.size, mode: file.mode },
+      createReadStream(file.path, { highWaterMark: 256 * 1024 }),
+    );
+    progress.add(file.size);
+  }
+}
+
+/**
+ * Writes the archive once the dumps are done: manifest first (it lists the spooled members' digests), then the
+ * spooled members, then the media streamed from the pod. For destinations that cannot patch what they stored (S3,
+ * stdout) and for encrypted archives.
+ */
+export async function writeBackupArchive(input: WriteInput): Promise<{ location: string; bytes: number }> {
+  const { p, deps, dumped, mediaPlan, mediaSource, configMembers } = input;
+  const spooled: SpooledFile[] = [
+    ...(mediaPlan ? [mediaPlan.index] : []),
+    ...(dumped.globals ? [dumped.globals] : []),
+    ...dumped.databases.map((d) => d.file),
+    ...configMembers,
+  ];
+  const manifest = manifestInput({ ...input, databases: dumped.databases, globals: dumped.globals !== undefined });
   const total = spooled.reduce((n, f) => n + f.size, 0) + (mediaPlan?.summary.storedBytes ?? 0);
   const members = spooled.length + (mediaPlan?.toStore.size ?? 0) + 2;
-  let done = 0;
-  const stage = `write ${p.name}`;
-  const progress = (n: number) => {
-    done += n;
-    deps.reporter.progress(stage, done, total);
-  };
+  const progress = writeProgress(deps, `write ${p.name}`, total);
   deps.reporter.info(`Writing ${p.name} to ${p.sink.location}…`);
   const result = await writeArchive(
     p.sink,
@@ -154,32 +224,68 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
       encryption: p.encryption,
       signal: deps.signal,
       sizeHint: total + members * 1536 + 4096,
-      mtime: createdAt,
+      mtime: input.createdAt,
     },
     async (writer) => {
       await writer.writeManifest(manifest, spooled);
-      for (const file of spooled) {
-        // Smaller reads than addFile's 1 MiB: fewer bytes in flight between scavenges.
-        await writer.addMember(
-          { name: file.name, size: file.size, mode: file.mode },
-          createReadStream(file.path, { highWaterMark: 256 * 1024 }),
-        );
-        progress(file.size);
-      }
-      if (mediaPlan && mediaSource) {
-        let last = 0;
-        await copyMedia(deps.kube, mediaSource, mediaPlan, writer, {
-          signal: deps.signal,
-          onBytes: (copied) => {
-            progress(copied - last);
-            last = copied;
-          },
-        });
-      }
+      await writeSpooled(writer, spooled, progress);
+      if (mediaPlan && mediaSource) await writeMedia(writer, deps, mediaPlan, mediaSource, progress);
     },
   ).catch((error: unknown) => {
     throw asStoreError(error, p.sink.location, p.name);
   });
-  if (done < total) deps.reporter.progress(stage, total, total);
+  progress.end();
+  return { location: result.location, bytes: result.bytes };
+}
+
+export interface EarlyWriteInput extends Omit<WriteInput, 'dumped'> {
+  sink: PatchableSink;
+  /** The databases as counted in the dumps' snapshots (known long before the largest dump ends). */
+  counted: CountedDatabase[];
+  /** The dump phase: the archive takes the dumps when it ends. */
+  dumped: Promise<DumpPhaseResult>;
+}
+
+/**
+ * Writes the archive while the dumps still run, for a destination that can patch what it stored (a local
+ * directory, unencrypted): the manifest slot is reserved first, then the configuration, the media index and the
+ * media streamed from the pod — at the same time as the dumps stream into the spool — then the dumps, the trailer,
+ * and the manifest into its slot. The media copy no longer waits for the last dump. The manifest's warnings are
+ * `input.warnings` (read when the dumps are done) and the dump phase's.
+ */
+export async function writeBackupArchiveEarly(input: EarlyWriteInput): Promise<{ location: string; bytes: number }> {
+  const { p, deps, mediaPlan, mediaSource, configMembers, counted } = input;
+  const dumpMembers = [...(p.globals ? [MEMBERS.postgresGlobals] : []), ...counted.map((d) => d.member)];
+  const first = [...configMembers, ...(mediaPlan ? [mediaPlan.index] : [])];
+  const draft = manifestInput({ ...input, databases: counted, globals: p.globals });
+  const slotBytes = manifestSlotBytes(draft, [...first.map((f) => f.name), ...dumpMembers]);
+  const estimate = p.databases.reduce((n, d) => n + d.sizeBytes, 0) / 2;
+  const progress = writeProgress(
+    deps,
+    `write ${p.name}`,
+    first.reduce((n, f) => n + f.size, 0) + (mediaPlan?.summary.storedBytes ?? 0) + estimate,
+  );
+  deps.reporter.info(`Writing ${p.name} to ${p.sink.location} (media while the databases are dumped)…`);
+  const result = await writeArchiveLateManifest(
+    input.sink,
+    { name: p.name, signal: deps.signal, mtime: input.createdAt, slotBytes },
+    async (writer) => {
+      await writeSpooled(writer, first, progress);
+      if (mediaPlan && mediaSource) await writeMedia(writer, deps, mediaPlan, mediaSource, progress);
+      const dumped = await input.dumped;
+      const dumps = [...(dumped.globals ? [dumped.globals] : []), ...dumped.databases.map((d) => d.file)];
+      progress.grow(dumps.reduce((n, f) => n + f.size, 0) - estimate);
+      await writeSpooled(writer, dumps, progress);
+      return manifestInput({
+        ...input,
+        databases: dumped.databases,
+        globals: dumped.globals !== undefined,
+        warnings: [...input.warnings, ...dumped.warnings],
+      });
+    },
+  ).catch((error: unknown) => {
+    throw asStoreError(error, p.sink.location, p.name);
+  });
+  progress.end();
   return { location: result.location, bytes: result.bytes };
 }
