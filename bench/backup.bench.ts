@@ -52,7 +52,7 @@ function runToFile(argv: string[], file: string): Promise<void> {
   });
 }
 
-function essBackup(sandbox: Sandbox, out: string): Promise<Timed> {
+function essBackup(sandbox: Sandbox, out: string, extra: string[] = []): Promise<Timed> {
   return runOk([
     process.execPath,
     join(repoRoot, 'bin', 'run.js'),
@@ -69,6 +69,7 @@ function essBackup(sandbox: Sandbox, out: string): Promise<Timed> {
     '--spool-dir',
     join(dir, 'spool'),
     '--json',
+    ...extra,
   ]);
 }
 
@@ -132,13 +133,16 @@ try {
   const essMs: number[] = [];
   const manualMs: number[] = [];
   const essDowntime: number[] = [];
+  const ess6Ms: number[] = [];
+  let ess6Bytes = 0;
   let bigRun: Timed | undefined;
   let archiveBytes = 0;
+  let rawBytes = 0;
   for (let round = 0; round < ROUNDS; round++) {
     const baseline = await raw(big, join(dir, `raw-${round}`));
     rawMs.push(baseline.ms);
     rawDurableMs.push(baseline.durableMs);
-    const rawBytes = readdirSync(join(dir, `raw-${round}`)).reduce(
+    rawBytes = readdirSync(join(dir, `raw-${round}`)).reduce(
       (n, f) => n + statSync(join(dir, `raw-${round}`, f)).size,
       0,
     );
@@ -157,6 +161,12 @@ try {
     essDowntime.push(json.downtimeMs);
     archiveBytes = json.bytes;
     rmSync(join(dir, `ess-${round}`), { recursive: true, force: true });
+    // The same compression level as the baseline's pg_dump (ess defaults to gzip 1).
+    const level6 = await essBackup(big, join(dir, `ess6-${round}`), ['--compression-level', '6']);
+    ess6Ms.push(level6.ms);
+    ess6Bytes = (JSON.parse(level6.stdout) as { bytes: number }).bytes;
+    rmSync(join(dir, `ess6-${round}`), { recursive: true, force: true });
+    console.log(`ess --compression-level 6: ${(level6.ms / 1000).toFixed(1)} s (${Math.round(ess6Bytes / MiB)} MiB)`);
     manualMs.push(await manualDowntime(big, join(dir, `manual-${round}`)));
     rmSync(join(dir, `manual-${round}`), { recursive: true, force: true });
     console.log(
@@ -192,6 +202,11 @@ try {
         ratio: Number((e / r).toFixed(2)),
         target: '≤ 1.15',
       },
+      {
+        what: 'ess backup --compression-level 6 (the baseline pg_dump\'s level)',
+        medianS: Number((median(ess6Ms) / 1000).toFixed(1)),
+        ratio: Number((median(ess6Ms) / r).toFixed(2)),
+      },
       { what: 'raw, with its files fsynced (sync FILE…)', medianS: Number((rd / 1000).toFixed(1)), ratio: 1 },
       {
         what: 'ess backup against the fsynced raw baseline',
@@ -216,7 +231,7 @@ try {
         target: '≤ 150 MB, flat',
       },
     ],
-    { rounds: ROUNDS, dbMb: DB_MB, mediaMb: MEDIA_MB, archiveBytes, cpus: os.cpus().length, loadavg: os.loadavg() },
+    { rounds: ROUNDS, dbMb: DB_MB, mediaMb: MEDIA_MB, archiveBytes, archiveBytesLevel6: ess6Bytes, rawBytes, cpus: os.cpus().length, loadavg: os.loadavg() },
   );
 } finally {
   await big?.stop();

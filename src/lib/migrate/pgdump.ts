@@ -114,12 +114,16 @@ export interface FileRange {
 }
 
 const BUFFER_BYTES = 128 * 1024;
+/** Read size while walking every data chunk in file order (a dump streamed through a pipe has no offsets). */
+const SEQUENTIAL_BUFFER_BYTES = 1024 * 1024;
 
 /** Buffered sequential reader over a byte range of a file, with seek. */
 class RangeReader {
   private buf = Buffer.alloc(0);
   private bufPos = 0; // position (relative to range start) of buf[0]
   private pos = 0; // current relative position
+  /** Bytes read at a time: small for seeks to scattered offsets, large for a walk through the whole file. */
+  bufferBytes = BUFFER_BYTES;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -157,7 +161,7 @@ class RangeReader {
         'truncated',
       );
     }
-    const size = Math.min(Math.max(n, BUFFER_BYTES), this.length - this.pos);
+    const size = Math.min(Math.max(n, this.bufferBytes), this.length - this.pos);
     const buf = Buffer.allocUnsafe(size);
     let filled = 0;
     while (filled < size) {
@@ -182,6 +186,14 @@ class RangeReader {
   async byte(): Promise<number> {
     return (await this.bytes(1))[0] as number;
   }
+
+  /** The next `n` bytes when they are already buffered (advancing past them), else undefined: no await per call. */
+  bufferedBytes(n: number): Buffer | undefined {
+    const from = this.pos - this.bufPos;
+    if (from < 0 || from + n > this.buf.length) return undefined;
+    this.pos += n;
+    return this.buf.subarray(from, from + n);
+  }
 }
 
 /** Integer/string/offset decoding with the archive's sizes. */
@@ -198,6 +210,19 @@ class ArchiveDecoder {
     let value = 0;
     for (let i = bytes.length - 1; i >= 0; i--) value = value * 256 + (bytes[i] as number);
     return sign ? -value : value;
+  }
+
+  /**
+   * {@link int} without awaiting when its bytes are buffered (the chunk walk reads tens of thousands of them);
+   * undefined otherwise.
+   */
+  intBuffered(): number | undefined {
+    const signed = this.version > vers(1, 0);
+    const bytes = this.r.bufferedBytes(this.intSize + (signed ? 1 : 0));
+    if (!bytes) return undefined;
+    let value = 0;
+    for (let i = bytes.length - 1; i >= (signed ? 1 : 0); i--) value = value * 256 + (bytes[i] as number);
+    return signed && bytes[0] ? -value : value;
   }
 
   async str(): Promise<string | null> {
@@ -365,7 +390,7 @@ export async function readDumpToc(range: FileRange): Promise<DumpToc> {
 async function skipBlockBody(d: ArchiveDecoder, blockType: number): Promise<void> {
   const skipChunks = async () => {
     for (;;) {
-      const len = await d.int();
+      const len = d.intBuffered() ?? (await d.int());
       if (len === 0) return;
       if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${d.r.position}`, 'corrupt');
       if (d.r.position + len > d.r.length) {
@@ -434,6 +459,7 @@ export async function verifyDataBlocks(range: FileRange, toc: DumpToc): Promise<
       return { blocks: withData.length };
     }
     // Sequential scan: blocks follow the TOC in file order.
+    reader.bufferBytes = SEQUENTIAL_BUFFER_BYTES;
     const wanted = new Set(withData.map((e) => e.dumpId));
     reader.seek(toc.dataStart);
     while (wanted.size > 0) {
@@ -478,7 +504,7 @@ async function* rawChunks(range: FileRange, toc: DumpToc, entry: TocEntry): Asyn
       throw new DumpFormatError(`no table data block for entry ${entry.dumpId}`, 'corrupt');
     }
     for (;;) {
-      const len = await d.int();
+      const len = d.intBuffered() ?? (await d.int());
       if (len === 0) return;
       if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${reader.position}`, 'corrupt');
       // Copy: the reader's buffer is reused by the next read.
