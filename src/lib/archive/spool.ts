@@ -33,6 +33,37 @@ class Digest extends Transform {
   }
 }
 
+/**
+ * Gathers small chunks into writes of up to `maxBytes`. An exec stream delivers a pg_dump as one WebSocket message
+ * per pipe write (4 KiB); writing each to the file separately cost ~10 % of the dump's wall time in system calls.
+ */
+export class Coalesce extends Transform {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+
+  constructor(private readonly maxBytes = 256 * 1024) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.parts.push(chunk);
+    this.bytes += chunk.length;
+    if (this.bytes >= this.maxBytes) callback(null, this.gathered());
+    else callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(null, this.bytes > 0 ? this.gathered() : undefined);
+  }
+
+  private gathered(): Buffer {
+    const out = this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.bytes);
+    this.parts = [];
+    this.bytes = 0;
+    return out;
+  }
+}
+
 /** See the module comment. Create with {@link Spool.create}; always call {@link Spool.cleanup} (finally). */
 export class Spool {
   private counter = 0;
@@ -61,7 +92,7 @@ export class Spool {
     const digest = new Digest();
     const input = source instanceof Uint8Array ? Readable.from([source]) : source;
     try {
-      await pipeline(input, digest, createWriteStream(path, { flags: 'wx', mode: 0o600 }), {
+      await pipeline(input, new Coalesce(), digest, createWriteStream(path, { flags: 'wx', mode: 0o600 }), {
         signal: options.signal,
       });
     } catch (error) {

@@ -119,11 +119,17 @@ const SEQUENTIAL_BUFFER_BYTES = 1024 * 1024;
 
 /** Buffered sequential reader over a byte range of a file, with seek. */
 class RangeReader {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private bufPos = 0; // position (relative to range start) of buf[0]
   private pos = 0; // current relative position
   /** Bytes read at a time: small for seeks to scattered offsets, large for a walk through the whole file. */
   bufferBytes = BUFFER_BYTES;
+  /**
+   * Read into one buffer again and again instead of a new one per read (a walk through a whole dump would leave
+   * hundreds of MiB of dead buffers to the GC). Only when no caller keeps what bytes() returned across reads.
+   */
+  reuseBuffer = false;
+  private spare: Buffer | undefined;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -162,7 +168,11 @@ class RangeReader {
       );
     }
     const size = Math.min(Math.max(n, this.bufferBytes), this.length - this.pos);
-    const buf = Buffer.allocUnsafe(size);
+    let buf: Buffer;
+    if (this.reuseBuffer) {
+      if (!this.spare || this.spare.length < size) this.spare = Buffer.allocUnsafe(Math.max(size, this.bufferBytes));
+      buf = this.spare;
+    } else buf = Buffer.allocUnsafe(size);
     let filled = 0;
     while (filled < size) {
       const { bytesRead } = await this.fh.read(buf, filled, size - filled, this.start + this.pos + filled);
@@ -460,6 +470,7 @@ export async function verifyDataBlocks(range: FileRange, toc: DumpToc): Promise<
     }
     // Sequential scan: blocks follow the TOC in file order.
     reader.bufferBytes = SEQUENTIAL_BUFFER_BYTES;
+    reader.reuseBuffer = true;
     const wanted = new Set(withData.map((e) => e.dumpId));
     reader.seek(toc.dataStart);
     while (wanted.size > 0) {
