@@ -203,7 +203,7 @@ try {
         target: '≤ 1.15',
       },
       {
-        what: 'ess backup --compression-level 6 (the baseline pg_dump\'s level)',
+        what: "ess backup --compression-level 6 (the baseline pg_dump's level)",
         medianS: Number((median(ess6Ms) / 1000).toFixed(1)),
         ratio: Number((median(ess6Ms) / r).toFixed(2)),
       },
@@ -231,7 +231,16 @@ try {
         target: '≤ 150 MB, flat',
       },
     ],
-    { rounds: ROUNDS, dbMb: DB_MB, mediaMb: MEDIA_MB, archiveBytes, archiveBytesLevel6: ess6Bytes, rawBytes, cpus: os.cpus().length, loadavg: os.loadavg() },
+    {
+      rounds: ROUNDS,
+      dbMb: DB_MB,
+      mediaMb: MEDIA_MB,
+      archiveBytes,
+      archiveBytesLevel6: ess6Bytes,
+      rawBytes,
+      cpus: os.cpus().length,
+      loadavg: os.loadavg(),
+    },
   );
 } finally {
   await big?.stop();

@@ -50,6 +50,21 @@ describe('local directory store', () => {
     expect(await readdir(store.location)).toEqual(['same.tar']);
   });
 
+  it('Given a patch, when put, then a blank slot is overwritten before the file appears, and anything else is refused', async () => {
+    const store = new LocalDirStore(join(dir, 'patch'));
+    const body = Buffer.concat([Buffer.from('head'), Buffer.alloc(8, 0x20), Buffer.from('tail')]);
+    const patch = async () => ({ offset: 4, bytes: Buffer.from('{"a":1} ') });
+    await store.put('p.tar', Readable.from([body]), { patch });
+    expect(await readFile(join(store.location, 'p.tar'), 'utf8')).toBe('head{"a":1} tail');
+    // The offsets disagree with the data: nothing is written and no file is left.
+    const error = await store
+      .put('q.tar', Readable.from([body]), { patch: async () => ({ offset: 0, bytes: Buffer.from('XXXX') }) })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'STORE_WRITE_FAILED' });
+    expect(String((error as Error).message)).toMatch(/not a blank slot/);
+    expect(await readdir(store.location)).toEqual(['p.tar']);
+  });
+
   it('Given a body that fails mid-way, when put, then the error surfaces and no file is left behind', async () => {
     const store = new LocalDirStore(join(dir, 'failing'));
     const cause = new EssError('archive writer failed', { code: 'ARCHIVE_WRITE' });

@@ -131,8 +131,17 @@ export class ArchiveWriter {
   private readonly mtime: Date;
   /** Size of the manifest slot when the manifest is written last ({@link reserveManifest}). */
   private manifestSlot: number | undefined;
+  private rejectFailed!: (error: Error) => void;
+  /**
+   * Rejects when the writer fails (its output closed, the destination failed, abort()): lets a producer that waits
+   * for something else (the dumps) stop at once. Never resolves.
+   */
+  readonly failed = new Promise<never>((_resolve, reject) => {
+    this.rejectFailed = reject;
+  });
 
   constructor(options: { mtime?: Date } = {}) {
+    this.failed.catch(() => {});
     this.mtime = options.mtime ?? new Date();
     const pack = this.pack;
     // streamx emits 'error' when destroyed; failures are reported through the writer's promises instead.
@@ -208,6 +217,8 @@ export class ArchiveWriter {
   async addMember(
     header: MemberHeader,
     source: Readable | AsyncIterable<Uint8Array> | Uint8Array,
+    /** For a member declared late (manifest written last): the digest it must have, e.g. from the spool. */
+    expectedSha256?: string,
   ): Promise<MemberDigest> {
     if (this.state !== 'open') throw this.failure ?? writerBug('write the manifest first; finish() ends the archive');
     const { name } = header;
@@ -226,7 +237,7 @@ export class ArchiveWriter {
     const digest = await this.writeEntry(
       { ...header, mode: header.mode ?? declared?.mode ?? memberMode(name) },
       source,
-      declared?.sha256,
+      declared?.sha256 ?? expectedSha256,
     );
     this.written.add(name);
     if (late) {
@@ -334,6 +345,7 @@ export class ArchiveWriter {
     this.state = 'failed';
     this.failure = error;
     this.pack.destroy(error);
+    this.rejectFailed(error);
     return error;
   }
 

@@ -31,12 +31,19 @@ class ByteCounter extends Transform {
   }
 }
 
-/** Overwrites bytes of a written file in place, then fsyncs all of it (the stream did not: one sync instead of two). */
+/**
+ * Overwrites a blank slot (spaces) of a written file in place, then fsyncs all of it (the stream did not: one sync
+ * instead of two).
+ */
 async function applyPatch(path: string, patch: { offset: number; bytes: Uint8Array }): Promise<void> {
   const handle = await open(path, 'r+');
   try {
     const { size } = await handle.stat();
     if (patch.offset + patch.bytes.length > size) throw new Error(`patch beyond the end of ${path}`);
+    // Only a blank slot (spaces) may be overwritten: anything else means the offsets disagree.
+    const current = Buffer.alloc(patch.bytes.length);
+    await handle.read(current, 0, current.length, patch.offset);
+    if (!current.every((b) => b === 0x20)) throw new Error(`the bytes to patch in ${path} are not a blank slot`);
     await handle.write(patch.bytes, 0, patch.bytes.length, patch.offset);
     await handle.sync();
   } finally {

@@ -18,8 +18,9 @@ export interface PutOptions {
   /** Expected size in bytes, if known: lets S3 choose a part size that stays under 10,000 parts. */
   sizeHint?: number;
   /**
-   * Only for a {@link PatchableSink}: once `body` has ended, bytes to overwrite in what was stored (same length),
-   * applied before the object becomes visible. The archive writer uses it to put the manifest in its slot.
+   * Only for a {@link PatchableSink}: once `body` has ended, bytes to write over a blank slot (spaces) of what was
+   * stored, applied before the object becomes visible; a slot that is not blank fails the put. The archive writer
+   * uses it to put the manifest in its slot.
    */
   patch?: () => Promise<{ offset: number; bytes: Uint8Array }>;
 }

@@ -409,6 +409,7 @@ async function runBackup(
             sink,
             counted: databases,
             dumped: dumping,
+            signal,
             mediaPlan: plan,
             mediaSource,
             configMembers,

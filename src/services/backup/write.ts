@@ -173,10 +173,11 @@ async function writeMedia(
   mediaPlan: MediaPlan,
   mediaSource: MediaSource,
   progress: { add(n: number): void },
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   let last = 0;
   await copyMedia(deps.kube, mediaSource, mediaPlan, writer, {
-    signal: deps.signal,
+    signal,
     onBytes: (copied) => {
       progress.add(copied - last);
       last = copied;
@@ -194,6 +195,7 @@ async function writeSpooled(
     await writer.addMember(
       { name: file.name, size: file.size, mode: file.mode },
       createReadStream(file.path, { highWaterMark: 256 * 1024 }),
+      file.sha256,
     );
     progress.add(file.size);
   }
@@ -229,7 +231,7 @@ export async function writeBackupArchive(input: WriteInput): Promise<{ location:
     async (writer) => {
       await writer.writeManifest(manifest, spooled);
       await writeSpooled(writer, spooled, progress);
-      if (mediaPlan && mediaSource) await writeMedia(writer, deps, mediaPlan, mediaSource, progress);
+      if (mediaPlan && mediaSource) await writeMedia(writer, deps, mediaPlan, mediaSource, progress, deps.signal);
     },
   ).catch((error: unknown) => {
     throw asStoreError(error, p.sink.location, p.name);
@@ -244,6 +246,8 @@ export interface EarlyWriteInput extends Omit<WriteInput, 'dumped'> {
   counted: CountedDatabase[];
   /** The dump phase: the archive takes the dumps when it ends. */
   dumped: Promise<DumpPhaseResult>;
+  /** Stops the write when another stage failed (the dumps), not only on SIGINT/SIGTERM. */
+  signal: AbortSignal;
 }
 
 /**
@@ -268,11 +272,14 @@ export async function writeBackupArchiveEarly(input: EarlyWriteInput): Promise<{
   deps.reporter.info(`Writing ${p.name} to ${p.sink.location} (media while the databases are dumped)…`);
   const result = await writeArchiveLateManifest(
     input.sink,
-    { name: p.name, signal: deps.signal, mtime: input.createdAt, slotBytes },
+    { name: p.name, signal: input.signal, mtime: input.createdAt, slotBytes },
     async (writer) => {
       await writeSpooled(writer, first, progress);
-      if (mediaPlan && mediaSource) await writeMedia(writer, deps, mediaPlan, mediaSource, progress);
-      const dumped = await input.dumped;
+      if (mediaPlan && mediaSource) {
+        await writeMedia(writer, deps, mediaPlan, mediaSource, progress, input.signal);
+      }
+      // A destination that fails meanwhile (disk full) fails the writer: stop waiting, so the dumps are stopped too.
+      const dumped = await Promise.race([input.dumped, writer.failed]);
       const dumps = [...(dumped.globals ? [dumped.globals] : []), ...dumped.databases.map((d) => d.file)];
       progress.grow(dumps.reduce((n, f) => n + f.size, 0) - estimate);
       await writeSpooled(writer, dumps, progress);
