@@ -135,93 +135,35 @@ describe('kubeconfig access without client-node', () => {
 
   it('talks TLS with the CA file and a client certificate from the kubeconfig, and fails on a wrong CA', async () => {
     const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=test-ca',
-    );
-    ssl(
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'server.key',
-      '-out',
-      'server.csr',
-      '-subj',
-      '/CN=localhost',
-    );
+    const key = ['-newkey', 'rsa:2048', '-nodes', '-keyout'];
+    /** A self-signed CA certificate `<name>.crt` with its key `<name>.key`. */
+    const selfSigned = (name: string, cn: string) =>
+      ssl('req', '-x509', ...key, `${name}.key`, '-out', `${name}.crt`, '-days', '1', '-subj', `/CN=${cn}`);
+    /** A certificate `<name>.crt` (key `<name>.key`) signed by ca.crt. */
+    const signed = (name: string, cn: string, ...extra: string[]) => {
+      ssl('req', ...key, `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
+      ssl(
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '1',
+        ...extra,
+      );
+    };
+    selfSigned('ca', 'test-ca');
     await writeFile(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-    ssl(
-      'x509',
-      '-req',
-      '-in',
-      'server.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'server.crt',
-      '-days',
-      '1',
-      '-extfile',
-      'san.ext',
-    );
-    ssl(
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'client.key',
-      '-out',
-      'client.csr',
-      '-subj',
-      '/CN=ess-admin',
-    );
-    ssl(
-      'x509',
-      '-req',
-      '-in',
-      'client.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'client.crt',
-      '-days',
-      '1',
-    );
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      'other.key',
-      '-out',
-      'other.crt',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=other-ca',
-    );
+    signed('server', 'localhost', '-extfile', 'san.ext');
+    signed('client', 'ess-admin');
+    selfSigned('other', 'other-ca');
     const { readFileSync } = await import('node:fs');
     const server = https.createServer(
       {

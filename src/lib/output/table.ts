@@ -26,3 +26,21 @@ export function renderKeyValues(pairs: [string, string | number | undefined][]):
   const width = Math.max(...pairs.map(([k]) => k.length));
   return pairs.map(([k, v]) => `${`${k}:`.padEnd(width + 2)}${v ?? '-'}`).join('\n');
 }
+
+/** One check after a restore or an import: what was expected and what was found. */
+export interface PostCheck {
+  name: string;
+  ok: boolean;
+  expected?: string | number;
+  actual?: string | number;
+}
+
+/** The post-check table of `ess restore` and `ess migrate import`. */
+export function renderPostChecks(checks: PostCheck[]): string {
+  return renderTable(checks, [
+    { header: 'CHECK', get: (c) => c.name },
+    { header: 'EXPECTED', get: (c) => c.expected },
+    { header: 'FOUND', get: (c) => c.actual },
+    { header: 'OK', get: (c) => (c.ok ? 'yes' : 'NO') },
+  ]);
+}

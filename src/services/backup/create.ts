@@ -421,6 +421,7 @@ async function runBackup(
       );
       archiving.catch((error: unknown) => failFast.abort(error));
       [dumped, mediaPlan, , written] = await settleFirstError([dumping, listing, configFiles, archiving]);
+      // The manifest already has the dump phase's warnings (writeBackupArchiveEarly adds them).
       for (const warning of dumped.warnings) warnings.push(warning);
     } else {
       let configMembers: SpooledFile[];

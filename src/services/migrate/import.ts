@@ -20,6 +20,7 @@ import { diskSpace, removeInPod } from '../../lib/migrate/pod-ops.js';
 import { checkSchema, type SchemaVerdict } from '../../lib/migrate/schema-check.js';
 import { confirmTyped } from '../../lib/output/confirm.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
+import type { PostCheck } from '../../lib/output/table.js';
 import { type PodPostgres, psqlInPod } from '../../lib/postgres/in-pod.js';
 import { type IdentityPlan, planIdentity, writeIdentity } from './identity.js';
 import {
@@ -65,13 +66,6 @@ export interface ImportDeps {
   kube: () => Promise<KubeClient>;
   reporter: Reporter;
   confirm?: typeof confirmTyped;
-}
-
-export interface PostCheck {
-  name: string;
-  ok: boolean;
-  expected?: string | number;
-  actual?: string | number;
 }
 
 export interface ImportResult {

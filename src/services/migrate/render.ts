@@ -1,6 +1,6 @@
 /** Human-readable summaries of the migrate results (stdout without --json). */
 import { formatBytes, formatDuration } from '../../lib/output/log.js';
-import { renderKeyValues, renderTable } from '../../lib/output/table.js';
+import { renderKeyValues, renderPostChecks } from '../../lib/output/table.js';
 import type { ExportResult } from './export.js';
 import type { ImportResult } from './import.js';
 
@@ -63,14 +63,7 @@ export function renderImport(r: ImportResult): string {
   if (r.dryRun)
     parts.push(`Plan (dry run: nothing was changed):\n${r.plan.map((s, i) => `  ${i + 1}. ${s}`).join('\n')}`);
   if (r.postChecks) {
-    parts.push(
-      renderTable(r.postChecks, [
-        { header: 'CHECK', get: (c) => c.name },
-        { header: 'EXPECTED', get: (c) => c.expected },
-        { header: 'FOUND', get: (c) => c.actual },
-        { header: 'OK', get: (c) => (c.ok ? 'yes' : 'NO') },
-      ]),
-    );
+    parts.push(renderPostChecks(r.postChecks));
   }
   if (r.identity?.valuesFragment) {
     parts.push(

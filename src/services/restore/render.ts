@@ -1,6 +1,6 @@
 /** Human-readable text of `ess restore`: the plan (--dry-run) or the summary with the post-checks. */
 import { formatBytes, formatDuration } from '../../lib/output/log.js';
-import { renderKeyValues, renderTable } from '../../lib/output/table.js';
+import { renderKeyValues, renderPostChecks } from '../../lib/output/table.js';
 import type { RestoreResult } from './restore.js';
 
 export function renderRestore(r: RestoreResult): string {
@@ -35,14 +35,7 @@ export function renderRestore(r: RestoreResult): string {
   done.push(['Took', formatDuration(r.durationMs)]);
   parts.push(renderKeyValues(done));
   if (r.postChecks.length) {
-    parts.push(
-      renderTable(r.postChecks, [
-        { header: 'CHECK', get: (c) => c.name },
-        { header: 'EXPECTED', get: (c) => c.expected },
-        { header: 'FOUND', get: (c) => c.actual },
-        { header: 'OK', get: (c) => (c.ok ? 'yes' : 'NO') },
-      ]),
-    );
+    parts.push(renderPostChecks(r.postChecks));
   }
   if (r.next.length) parts.push(`Next:\n${r.next.map((n) => `  - ${n}`).join('\n')}`);
   return `${parts.join('\n\n')}\n`;

@@ -31,6 +31,7 @@ import { ONE_TIME_KEYS_TABLE } from '../../lib/migrate/dump-facts.js';
 import { removeInPod, tarExtractor } from '../../lib/migrate/pod-ops.js';
 import { confirmTyped } from '../../lib/output/confirm.js';
 import { formatDuration, type Reporter } from '../../lib/output/log.js';
+import type { PostCheck } from '../../lib/output/table.js';
 import { psqlInPod } from '../../lib/postgres/in-pod.js';
 import { shellJoin } from '../../lib/postgres/pod-tools.js';
 import { acquireRunLock } from '../../lib/workloads/run-lock.js';
@@ -75,14 +76,6 @@ export interface RestoreDeps {
   resolveLocation?: (archive: string, options: RestoreOptions) => ArchiveLocation;
   /** Base directory of a relative --values-out (default the working directory). */
   cwd?: string;
-}
-
-/** One post-check. */
-export interface PostCheck {
-  name: string;
-  ok: boolean;
-  expected?: string | number;
-  actual?: string | number;
 }
 
 /** One restored database. */
