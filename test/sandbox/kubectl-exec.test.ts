@@ -290,36 +290,39 @@ for (const version of ['1.27', '1.33']) {
   });
 }
 
-describe.skipIf(!existsSync(kubectl('1.33')))('kubectl 1.33 against a v4-only (pre-1.30) server', () => {
-  it('falls back from WebSocket to SPDY for exec (stdin included) and port-forward', async () => {
-    sandbox.runtime.execProtocol = 'v4-only';
-    try {
-      const sql = path.join(workDir, 'fallback.sql');
-      writeFileSync(sql, 'select 6 * 7;\n');
-      const out = path.join(workDir, 'fallback.txt');
-      const r = await runKubectl(
-        kubectl('1.33'),
-        ['exec', '-i', 'sts/ess-postgres', '-c', 'postgres', '-v=6', '--', 'psql', '-tA', '-U', 'postgres'],
-        {
-          stdoutFile: out,
-          stdinFile: sql,
-        },
-      );
-      expect(r.code).toBe(0);
-      expect(readFileSync(out, 'utf8')).toBe('42\n');
-      expect(r.stderr).toContain('RemoteCommand fallback');
-      expect(r.stderr).toMatch(/verb="POST" url="[^"]+\/exec\?[^"]*" status="101 Switching Protocols"/);
-      const pf = await portForward(kubectl('1.33'), 'pod/ess-postgres-0', 5432);
+describe.skipIf(!existsSync(kubectl('1.33')))(
+  `kubectl 1.33 against a v4-only (pre-1.30) server${existsSync(kubectl('1.33')) ? '' : ` (SKIPPED: ${kubectl('1.33')} is not installed)`}`,
+  () => {
+    it('falls back from WebSocket to SPDY for exec (stdin included) and port-forward', async () => {
+      sandbox.runtime.execProtocol = 'v4-only';
       try {
-        const c = new pg.Client({ host: '127.0.0.1', port: pf.port, user: 'postgres', database: 'postgres' });
-        await c.connect();
-        expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
-        await c.end();
+        const sql = path.join(workDir, 'fallback.sql');
+        writeFileSync(sql, 'select 6 * 7;\n');
+        const out = path.join(workDir, 'fallback.txt');
+        const r = await runKubectl(
+          kubectl('1.33'),
+          ['exec', '-i', 'sts/ess-postgres', '-c', 'postgres', '-v=6', '--', 'psql', '-tA', '-U', 'postgres'],
+          {
+            stdoutFile: out,
+            stdinFile: sql,
+          },
+        );
+        expect(r.code).toBe(0);
+        expect(readFileSync(out, 'utf8')).toBe('42\n');
+        expect(r.stderr).toContain('RemoteCommand fallback');
+        expect(r.stderr).toMatch(/verb="POST" url="[^"]+\/exec\?[^"]*" status="101 Switching Protocols"/);
+        const pf = await portForward(kubectl('1.33'), 'pod/ess-postgres-0', 5432);
+        try {
+          const c = new pg.Client({ host: '127.0.0.1', port: pf.port, user: 'postgres', database: 'postgres' });
+          await c.connect();
+          expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
+          await c.end();
+        } finally {
+          await pf.stop();
+        }
       } finally {
-        await pf.stop();
+        sandbox.runtime.execProtocol = 'v5';
       }
-    } finally {
-      sandbox.runtime.execProtocol = 'v5';
-    }
-  });
-});
+    });
+  },
+);

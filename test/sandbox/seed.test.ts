@@ -812,56 +812,59 @@ describe('seedObjects (operator)', () => {
   });
 });
 
-describe.skipIf(!existsSync(V94_SCHEMA))('against the real Synapse v94 schema (fixtures)', () => {
-  let other: RunningPostgres;
-  let otherDir: string;
+describe.skipIf(!existsSync(V94_SCHEMA))(
+  `against the real Synapse v94 schema (fixtures)${existsSync(V94_SCHEMA) ? '' : ` (SKIPPED: ${V94_SCHEMA} is missing; it is in ../shared)`}`,
+  () => {
+    let other: RunningPostgres;
+    let otherDir: string;
 
-  beforeAll(async () => {
-    otherDir = mkdtempSync(path.join(os.tmpdir(), 'ess-seed-fixture-'));
-    chmodSync(otherDir, 0o755);
-    other = await startPostgres({ dataDir: path.join(otherDir, 'pgdata') });
-  });
+    beforeAll(async () => {
+      otherDir = mkdtempSync(path.join(os.tmpdir(), 'ess-seed-fixture-'));
+      chmodSync(otherDir, 0o755);
+      other = await startPostgres({ dataDir: path.join(otherDir, 'pgdata') });
+    });
 
-  afterAll(async () => {
-    await other?.stop();
-    if (otherDir) rmSync(otherDir, { recursive: true, force: true });
-  });
+    afterAll(async () => {
+      await other?.stop();
+      if (otherDir) rmSync(otherDir, { recursive: true, force: true });
+    });
 
-  it('seeds a loaded schema file completely (every column the seed writes exists there)', async () => {
-    const s = await seedData(
-      other,
-      { ...base, users: 30, mediaMb: 1, synapseSchemaFile: V94_SCHEMA },
-      { mediaDir: path.join(otherDir, 'media') },
-    );
-    expect(s.schemaSource).toBe('file');
-    expect(s.skipped).toEqual([]);
-    expect(s.schemaVersion).toBe(94);
-    expect(s.tables.e2e_one_time_keys_json).toBeGreaterThan(0);
-    expect(s.tables.user_daily_visits).toBeGreaterThan(0);
-    expect(s.tables.events).toBeGreaterThan(0);
-    const c = new pg.Client({ host: other.host, port: other.port, user: 'postgres', database: 'synapse' });
-    await c.connect();
-    try {
-      // 173-table real schema, not ours.
-      expect(
-        Number((await one<{ n: string }>(c, `SELECT count(*) n FROM pg_tables WHERE schemaname = 'public'`)).n),
-      ).toBeGreaterThan(150);
-      // Our own schema's tables and columns are a subset of the real one, with the same types.
-      await c.query('CREATE SCHEMA mine');
-      await c.query('SET search_path = mine');
-      await c.query(SYNAPSE_SCHEMA_SQL);
-      const diff = await c.query(
-        `SELECT m.table_name, m.column_name, m.data_type, r.data_type AS real_type
+    it('seeds a loaded schema file completely (every column the seed writes exists there)', async () => {
+      const s = await seedData(
+        other,
+        { ...base, users: 30, mediaMb: 1, synapseSchemaFile: V94_SCHEMA },
+        { mediaDir: path.join(otherDir, 'media') },
+      );
+      expect(s.schemaSource).toBe('file');
+      expect(s.skipped).toEqual([]);
+      expect(s.schemaVersion).toBe(94);
+      expect(s.tables.e2e_one_time_keys_json).toBeGreaterThan(0);
+      expect(s.tables.user_daily_visits).toBeGreaterThan(0);
+      expect(s.tables.events).toBeGreaterThan(0);
+      const c = new pg.Client({ host: other.host, port: other.port, user: 'postgres', database: 'synapse' });
+      await c.connect();
+      try {
+        // 173-table real schema, not ours.
+        expect(
+          Number((await one<{ n: string }>(c, `SELECT count(*) n FROM pg_tables WHERE schemaname = 'public'`)).n),
+        ).toBeGreaterThan(150);
+        // Our own schema's tables and columns are a subset of the real one, with the same types.
+        await c.query('CREATE SCHEMA mine');
+        await c.query('SET search_path = mine');
+        await c.query(SYNAPSE_SCHEMA_SQL);
+        const diff = await c.query(
+          `SELECT m.table_name, m.column_name, m.data_type, r.data_type AS real_type
          FROM information_schema.columns m
          LEFT JOIN information_schema.columns r ON r.table_schema = 'public' AND r.table_name = m.table_name AND r.column_name = m.column_name
          WHERE m.table_schema = 'mine' AND (r.data_type IS NULL OR r.data_type <> m.data_type OR r.is_nullable <> m.is_nullable)`,
-      );
-      expect(diff.rows).toEqual([]);
-    } finally {
-      await c.end();
-    }
-  });
-});
+        );
+        expect(diff.rows).toEqual([]);
+      } finally {
+        await c.end();
+      }
+    });
+  },
+);
 
 describe('seedData with dbMb', () => {
   let other: RunningPostgres;
