@@ -98,6 +98,18 @@ describe('calendar months (user_daily_visits)', () => {
     });
   }
 
+  it('the longest range (240 months) runs as one statement with either strategy and matches the oracle', async () => {
+    const plan = planMau({ kind: 'months', from: '2005-02', to: '2025-01' }, [], NOW);
+    if (plan.kind !== 'months') throw new Error('expected a months plan');
+    expect(plan.months).toHaveLength(240);
+    const expected = plan.months.map((m) => oracle.visitors(m.startMs, m.endMs, plan.exclusions).size);
+    expect(expected.filter((n) => n > 0).length).toBeGreaterThan(3);
+    for (const strategy of ['monthly', 'probe'] as const) {
+      const result = await compute(plan, strategy);
+      expect(result.rows.map((r) => r.users)).toEqual(expected);
+    }
+  });
+
   it('coverage: days without rows are reported, empty months are flagged, the current month is partial', async () => {
     const plan = planMau({ kind: 'months', from: '2023-10', to: '2025-01' }, [], NOW);
     const result = await compute(plan);

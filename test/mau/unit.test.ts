@@ -99,10 +99,12 @@ describe('strategy and SQL', () => {
     const dense = { rangeRows: 10_000_000, distinctUsers: 5_000 };
     expect(chooseMonthsStrategy(dense, 1)).toBe('monthly');
     expect(chooseMonthsStrategy({ ...dense, distinctUsers: undefined }, 12)).toBe('monthly');
-    // 10M rows / (5k users × 12 months) = 167 rows per user-month: the index walk wins.
+    // 10M rows / (5k users × 12 months) = 167 rows per user-month: the index probes win.
     expect(chooseMonthsStrategy(dense, 12)).toBe('probe');
-    // 33 rows per user-month: the runbook's own plan, month by month.
-    expect(chooseMonthsStrategy({ ...dense, distinctUsers: 25_000 }, 12)).toBe('monthly');
+    // 33 rows per user-month: still the probe (break-even about 17).
+    expect(chooseMonthsStrategy({ ...dense, distinctUsers: 25_000 }, 12)).toBe('probe');
+    // 8 rows per user-month: the runbook's own plan, month by month.
+    expect(chooseMonthsStrategy({ ...dense, distinctUsers: 100_000 }, 12)).toBe('monthly');
   });
 
   it('builds the exclusion filter from fixed predicates only', () => {
