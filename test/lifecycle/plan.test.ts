@@ -87,6 +87,33 @@ describe('planStop', () => {
   });
 });
 
+describe('planStop: stale records and the database', () => {
+  it('replaces a record a running workload has outgrown, and warns when Postgres goes while its clients stay', () => {
+    const d = running();
+    d.workloads[6] = { ...d.workloads[6], rememberedReplicas: 1 };
+    expect(planStop(d, ['synapse']).workloads.find((w) => w.name === 'ess-synapse-event-persist')?.note).toBe(
+      'stale record 1 replaced by 2',
+    );
+    const plan = planStop(running(), ['postgres']);
+    expect(plan.warnings.join('\n')).toMatch(
+      /ess-matrix-authentication-service, ess-synapse-main, ess-synapse-event-persist keep running without their database.*ess stop mas synapse postgres/,
+    );
+    expect(planStop(running(), ['synapse', 'mas', 'postgres']).warnings.join('\n')).not.toMatch(/without their/);
+  });
+});
+
+describe('planStart: stale records', () => {
+  it('keeps a running workload at its live count and drops a record that is not its count', () => {
+    const d = running();
+    d.workloads[6] = { ...d.workloads[6], replicas: 3, rememberedReplicas: 1 };
+    const plan = planStart(d, undefined);
+    expect(plan.workloads.map((w) => [w.name, w.action, w.target])).toEqual([
+      ['ess-synapse-event-persist', 'start', 3],
+    ]);
+    expect(plan.warnings.join('\n')).toMatch(/runs with 3 replicas, so its recorded count 1 is stale/);
+  });
+});
+
 describe('planStart', () => {
   it('without components resumes only what ess recorded, Postgres first', () => {
     const d = running();

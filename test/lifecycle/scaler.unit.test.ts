@@ -16,6 +16,7 @@ import {
 } from '../../src/lib/deployment/scaler.js';
 import { InterruptedError } from '../../src/lib/errors.js';
 import { KubeApiError } from '../../src/lib/kube/client.js';
+import { silentReporter } from '../../src/lib/output/log.js';
 import { FakeClock, FakeKube } from './fake-kube.js';
 
 const NS = 'ess';
@@ -72,20 +73,55 @@ describe('stopWorkloads', () => {
   });
 
   it('keeps a count recorded by a crashed run instead of overwriting it', async () => {
-    // Given a workload a crashed backup recorded at 3, which `helm upgrade` has since scaled back to 1
+    // Given a workload a crashed backup recorded at 3 and left at 0
     await kube.patch('StatefulSet', NS, 'ess-synapse-sync', {
       metadata: { annotations: { [RBS]: '3', [ANNOTATIONS.stoppedBy]: '{"by":"ess backup","hold":false}' } },
-      spec: { replicas: 1 },
+      spec: { replicas: 0 },
     });
     kube.step();
 
     const handle = await stopWorkloads(kube, [worker], opts());
 
-    expect(handle.workloads[0]).toMatchObject({ outcome: 'adopted', recordedReplicas: 3, replicasBefore: 1 });
+    expect(handle.workloads[0]).toMatchObject({ outcome: 'adopted', recordedReplicas: 3, replicasBefore: 0 });
     expect(kube.annotations('StatefulSet', NS, 'ess-synapse-sync')[RBS]).toBe('3');
     await handle.restore();
     expect(kube.replicas('StatefulSet', NS, 'ess-synapse-sync')).toBe(3);
     expect(kube.annotations('StatefulSet', NS, 'ess-synapse-sync')[RBS]).toBeUndefined();
+  });
+
+  it('replaces a record that a running workload has outgrown (helm upgrade since), and never goes back to it', async () => {
+    // Given a record of 3 on a workload that `helm upgrade` has since started again with 1
+    await kube.patch('StatefulSet', NS, 'ess-synapse-sync', {
+      metadata: { annotations: { [RBS]: '3', [ANNOTATIONS.stoppedBy]: '{"by":"ess stop","hold":true}' } },
+      spec: { replicas: 1 },
+    });
+    kube.step();
+
+    const warnings: string[] = [];
+    const reporter = { ...silentReporter, warn: (message: string) => warnings.push(message) };
+    const handle = await stopWorkloads(kube, [worker], { ...opts(), reporter });
+
+    expect(handle.workloads[0]).toMatchObject({ outcome: 'stopped', recordedReplicas: 1, replicasBefore: 1 });
+    expect(kube.annotations('StatefulSet', NS, 'ess-synapse-sync')[RBS]).toBe('1');
+    expect(warnings.join('\n')).toMatch(/ess-synapse-sync: runs with 1 replica, so its recorded count 3 is stale/);
+    await handle.restore();
+    expect(kube.replicas('StatefulSet', NS, 'ess-synapse-sync')).toBe(1);
+  });
+
+  it('start drops a stale record on a running workload instead of scaling it back to the record', async () => {
+    // Given `ess stop` recorded 1, then someone scaled the workload to 3 by hand
+    await kube.patch('StatefulSet', NS, 'ess-synapse-sync', {
+      metadata: { annotations: { [RBS]: '1', [ANNOTATIONS.stoppedBy]: '{"by":"ess stop","hold":true}' } },
+      spec: { replicas: 3 },
+    });
+    kube.step();
+
+    const report = await restoreWorkloads(kube, [worker], opts());
+
+    expect(report.workloads[0]).toMatchObject({ replicas: 3, source: 'stale-record' });
+    expect(kube.replicas('StatefulSet', NS, 'ess-synapse-sync')).toBe(3);
+    expect(kube.annotations('StatefulSet', NS, 'ess-synapse-sync')[RBS]).toBeUndefined();
+    expect(report.warnings.join('\n')).toMatch(/runs with 3 replicas, so its recorded count 1 is stale/);
   });
 
   it('leaves a workload held by `ess stop` stopped, and one at 0 without a record alone', async () => {

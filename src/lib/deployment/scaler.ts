@@ -126,8 +126,11 @@ export interface RestoredWorkload extends WorkloadRef {
   replicasBefore: number;
   /** spec.replicas after the restore. */
   replicas: number;
-  /** recorded: from the annotation; default: no record, `defaultReplicas` used; unchanged/missing: nothing done. */
-  source: 'recorded' | 'default' | 'unchanged' | 'missing';
+  /**
+   * recorded: from the annotation; default: no record, `defaultReplicas` used; unchanged/missing: nothing done;
+   * stale-record: it was running again, so its record was dropped and its count kept.
+   */
+  source: 'recorded' | 'default' | 'unchanged' | 'missing' | 'stale-record';
   /** Ready at the end (always true when not waiting or when replicas is 0). */
   ready: boolean;
 }
@@ -422,6 +425,14 @@ async function waitReady(
   }
 }
 
+/** A replica record on a workload that runs again: it is replaced (stop) or dropped (start), never applied. */
+export function staleRecordWarning(ref: WorkloadRef, recorded: number, running: number): string {
+  return (
+    `${label(ref)}: runs with ${running} replica${running === 1 ? '' : 's'}, so its recorded count ${recorded} is stale ` +
+    '(helm upgrade or kubectl scale since ess stopped it) and is not used'
+  );
+}
+
 function stopMark(options: ScalerOptions, clock: Clock): string {
   const mark: StopMark = {
     by: options.by,
@@ -457,7 +468,7 @@ async function recordOne(
     const base = { ...plain, replicasBefore: replicas, selector };
     let annotations: Record<string, string>;
     let outcome: StopOutcome;
-    if (recorded !== undefined) {
+    if (recorded !== undefined && (replicas === 0 || replicas === recorded)) {
       if (mark?.hold && replicas === 0 && !options.hold) {
         return { ...base, outcome: 'held', recordedReplicas: recorded };
       }
@@ -465,6 +476,15 @@ async function recordOne(
       annotations = { [ANNOTATIONS.stoppedBy]: stopMark(options, ctx.clock) };
       outcome = 'adopted';
       ctx.reporter.info(`${label(ref)}: keeping the replica count ${recorded} recorded by an earlier ess run`);
+    } else if (recorded !== undefined) {
+      // Running again since that record was made (helm upgrade resets replicas, or kubectl scale): the live count
+      // is the truth, and going back to the old record later would scale a running workload.
+      ctx.reporter.warn(staleRecordWarning(ref, recorded, replicas));
+      annotations = {
+        [ANNOTATIONS.replicasBeforeStop]: String(replicas),
+        [ANNOTATIONS.stoppedBy]: stopMark(options, ctx.clock),
+      };
+      outcome = 'stopped';
     } else if (replicas === 0) {
       return { ...base, outcome: 'already-zero' };
     } else {
@@ -489,7 +509,7 @@ async function recordOne(
       if (isConflict(error) && attempt < CONFLICT_ATTEMPTS) continue;
       throw error;
     }
-    return { ...base, outcome, recordedReplicas: recorded ?? replicas };
+    return { ...base, outcome, recordedReplicas: outcome === 'adopted' ? (recorded ?? replicas) : replicas };
   }
 }
 
@@ -518,7 +538,11 @@ async function restoreOne(
     const recorded = recordedReplicas(object);
     let target: number;
     let source: RestoredWorkload['source'];
-    if (recorded !== undefined) {
+    if (recorded !== undefined && current > 0 && current !== recorded) {
+      // Started by something else since (helm upgrade, kubectl scale): keep what runs, drop the stale record.
+      target = current;
+      source = 'stale-record';
+    } else if (recorded !== undefined) {
       target = recorded;
       source = 'recorded';
     } else if (hasRecord || (current === 0 && defaultReplicas !== undefined)) {
@@ -543,6 +567,10 @@ async function restoreOne(
     } catch (error) {
       if (isConflict(error) && attempt < CONFLICT_ATTEMPTS) continue;
       throw error;
+    }
+    if (source === 'stale-record') {
+      warnings.push(staleRecordWarning(ref, recorded ?? 0, current));
+      return { ...plain, replicasBefore: current, replicas: current, source, ready: true };
     }
     if (source === 'default') {
       const why = hasRecord

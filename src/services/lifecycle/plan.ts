@@ -162,9 +162,27 @@ export function planStop(
     if (cr) return planned(w, 'delete-cr', 0, `deleted with ${cr}`);
     if (w.replicas === 0 && w.rememberedReplicas === undefined) return planned(w, 'keep', 0, 'already at 0');
     if (w.replicas === 0) return planned(w, 'keep', 0, `already stopped (records ${w.rememberedReplicas})`);
+    if (w.rememberedReplicas !== undefined && w.rememberedReplicas !== w.replicas) {
+      return planned(w, 'stop', 0, `stale record ${w.rememberedReplicas} replaced by ${w.replicas}`);
+    }
     return planned(w, 'stop', 0);
   });
   rows.sort(byStopOrder);
+  // The reverse of the warning in planStart: the database goes while its clients stay up.
+  if (rows.some((r) => r.action === 'stop' && r.component === 'postgres')) {
+    const clients = deployment.workloads.filter(
+      (w) =>
+        DATABASE_WRITERS.includes(w.component as ComponentId) &&
+        w.replicas > 0 &&
+        !rows.some((r) => r.name === w.name && r.kind === w.kind && r.action !== 'keep'),
+    );
+    if (clients.length) {
+      warnings.push(
+        `${clients.map((w) => w.name).join(', ')} keep running without their database and will fail requests ` +
+          `until it is back; to stop them too: ess stop ${[...new Set(clients.map((w) => w.component))].join(' ')} postgres.`,
+      );
+    }
+  }
   const op = deployment.operator;
   const operatorPlan: OperatorPlan | undefined =
     op && operator
@@ -214,6 +232,13 @@ export function planStart(
   const rows = workloads
     .filter((w) => !resume || w.rememberedReplicas !== undefined)
     .map((w) => {
+      if (w.rememberedReplicas !== undefined && w.replicas > 0 && w.replicas !== w.rememberedReplicas) {
+        warnings.push(
+          `${w.kind}/${w.name} runs with ${w.replicas} replicas, so its recorded count ${w.rememberedReplicas} is stale ` +
+            '(helm upgrade or kubectl scale since ess stopped it): the record is dropped, the replicas are kept.',
+        );
+        return planned(w, 'start', w.replicas, `running: stale record ${w.rememberedReplicas} dropped`);
+      }
       if (w.rememberedReplicas !== undefined) return planned(w, 'start', w.rememberedReplicas);
       if (w.replicas === 0) return planned(w, 'start', 1, 'no recorded count: 1 replica');
       return planned(w, 'keep', w.replicas, 'running');
