@@ -20,6 +20,15 @@ describe('CLI frame', () => {
     expect(result.code).toBe(2);
   });
 
+  it('exits 2 (a usage error, not "a bug") on a malformed --timeout', async () => {
+    const result = await runCli(['backup', '--timeout', '5x', '--dry-run', '--json']);
+    expect(result.code).toBe(2);
+    const body = JSON.parse(result.stdout);
+    expect(body.error).toMatchObject({ code: 'USAGE', exitCode: 2 });
+    expect(body.error.message).toMatch(/Expected a duration such as 90s or 5m, got "5x"/);
+    expect(result.stderr).not.toMatch(/bug in ess/);
+  });
+
   it('exits 4 with a next step when the kubeconfig is missing, as JSON on stdout only', async () => {
     const result = await runCli(['status', '--kubeconfig', '/nonexistent/kubeconfig', '--json']);
     expect(result.code).toBe(4);

@@ -1,4 +1,5 @@
 import { Flags } from '@oclif/core';
+import { EssError, ExitCode } from '../errors.js';
 import { parseGoDuration } from '../helm/duration.js';
 
 /**
@@ -12,7 +13,14 @@ export function durationFlag(description: string, defaultValue = '5m') {
     defaultHelp: async () => defaultValue,
     parse: async (input) => {
       const ms = parseGoDuration(input);
-      if (ms === undefined || ms <= 0) throw new Error(`Expected a duration such as 90s or 5m, got "${input}".`);
+      if (ms === undefined || ms <= 0) {
+        // An EssError, so that a typo is a usage error (exit 2), not "a bug in ess".
+        throw new EssError(`Expected a duration such as 90s or 5m, got "${input}".`, {
+          exitCode: ExitCode.USAGE,
+          code: 'USAGE',
+          next: ['Use a Go duration: 90s, 5m, 1h30m'],
+        });
+      }
       return ms;
     },
   })();
