@@ -179,6 +179,11 @@ describe('ess backup verify --restore-test (sandbox, exec v4)', () => {
     const refused = await verify([join(store.dir, newer), '--restore-test-url', sb.postgres.url]);
     expect(refused.code).toBe(4);
     expect(refused.json.error).toMatchObject({ code: 'RESTORE_TEST_TOO_OLD' });
+
+    // A restore-test server that is down says nothing about the backup: "could not verify" (4), not "bad" (1).
+    const down = await verify([join(store.dir, good), '--restore-test-url', 'postgres://u:p@127.0.0.1:1/postgres']);
+    expect(down.code, down.stderr).toBe(4);
+    expect(down.json.error).toMatchObject({ code: 'RESTORE_TEST_CONNECT', exitCode: 4 });
   });
 
   it('Given SIGINT while a dump is being restored, when verified, then it exits 130 and drops the throwaway database', async () => {

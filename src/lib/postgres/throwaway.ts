@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { PassThrough, type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ClientConfig } from 'pg';
-import { EssError, ExternalToolError, PreconditionError } from '../errors.js';
+import { EssError, ExitCode, ExternalToolError, PreconditionError } from '../errors.js';
 import type { ExecTarget, KubeClient } from '../kube/client.js';
 import { type PodPostgres, psqlInPod } from './in-pod.js';
 import { shellJoin } from './pod-tools.js';
@@ -255,6 +255,8 @@ export function urlThrowawayServer(urlText: string, options: { pgRestore?: strin
     } catch (error) {
       throw new EssError(`Cannot connect to the restore-test server ${url.host}: ${(error as Error).message}`, {
         code: 'RESTORE_TEST_CONNECT',
+        // Nothing was judged: "could not verify" (4), not "the backup is bad" (1).
+        exitCode: ExitCode.PRECONDITION,
         next: ['Check the URL, the password and that the server accepts connections from here'],
       });
     }
