@@ -3,7 +3,7 @@
  * archive library, intact and damaged on disk (flipped bytes, truncation, a deleted parent, wrong keys), on a local
  * directory and on S3 (s3rver); plus the service's own checks (media index, dump headers, row comparison).
  */
-import { stat, unlink } from 'node:fs/promises';
+import { readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -118,8 +118,23 @@ describe('ess backup verify: archive checks', () => {
     );
     const ok = await verifyCli([join(dir, incr)]);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.json.parents).toEqual([{ name: parent, present: true }]);
+    expect(ok.json.parents).toEqual([{ name: parent, present: true, intact: true }]);
     expect(ok.json.backup).toMatchObject({ incremental: true, parent });
+
+    // A damaged parent: verify fails the incremental backup as a restore would refuse it, and names the parent.
+    const media = DEFAULT_MEDIA['local_content/ab/cd/efghijklmnop']!.subarray(100, 132);
+    const pristine = await readFile(join(dir, parent));
+    await flipByte(join(dir, parent), (await offsetOf(join(dir, parent), media)) + 3);
+    const damaged = await verifyCli([join(dir, incr)]);
+    expect(damaged.code).toBe(1);
+    expect(damaged.json.parents).toEqual([{ name: parent, present: true, intact: false }]);
+    expect(damaged.json.problems).toEqual([expect.objectContaining({ code: 'PARENT_DAMAGED' })]);
+    expect(damaged.json.problems[0]!.message).toContain(`the parent ${parent} is damaged`);
+    const shallow = await verifyCli([join(dir, incr), '--skip-parents']);
+    expect(shallow.code, shallow.stderr).toBe(0);
+    expect(shallow.json.parents).toEqual([{ name: parent, present: true }]);
+    expect(shallow.stderr).toMatch(/not read \(--skip-parents\)/);
+    await writeFile(join(dir, parent), pristine);
 
     await unlink(join(dir, parent));
     const missing = await verifyCli([join(dir, incr)]);

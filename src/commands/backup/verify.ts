@@ -3,7 +3,7 @@ import { EssCommand, EXIT_CODES_HELP } from '../../lib/base-command.js';
 import { ExitCode } from '../../lib/errors.js';
 import { formatBytes, formatDuration } from '../../lib/output/log.js';
 import { renderKeyValues } from '../../lib/output/table.js';
-import { type VerifyResult, verifyBackup } from '../../services/backup/verify.js';
+import { type ParentCheck, type VerifyResult, verifyBackup } from '../../services/backup/verify.js';
 import { resolveArchiveLocation } from '../../services/backup/verify-source.js';
 import { openRestoreTestServer, readArchiveKeys } from '../../services/backup/verify-target.js';
 import { destinationFlags, destinationOptions } from './list.js';
@@ -12,7 +12,7 @@ export default class BackupVerify extends EssCommand<typeof BackupVerify> {
   static summary =
     'Check a backup archive: every SHA-256, the manifest, the media index, parents; optionally restore it.';
   static description =
-    `Streams the archive once (decrypting it when encrypted) and checks the format version, the manifest, the size and SHA-256 of every member and the trailer, the media index against the media files, that each database member is a pg_dump custom archive, and that the parents of an incremental backup are at the destination.
+    `Streams the archive once (decrypting it when encrypted) and checks the format version, the manifest, the size and SHA-256 of every member and the trailer, the media index against the media files, that each database member is a pg_dump custom archive, and that the parents of an incremental backup are at the destination and intact (each read and checked in full, as a restore does; --skip-parents only checks they exist).
 
 --restore-test also restores every database dump into a throwaway database ess_verify_<random> and compares the row count of every table with the manifest; the database is dropped afterwards. By default this runs in the cluster's Postgres pod (pg_restore there matches the server that made the dump; the pod needs free disk space for a copy of the largest database); --restore-test-url uses another server and a local pg_restore instead.
 
@@ -35,6 +35,11 @@ ${EXIT_CODES_HELP}`;
     'passphrase-file': Flags.string({ description: 'File holding the passphrase of an encrypted archive.' }),
     'restore-test': Flags.boolean({
       description: 'Restore the dumps into a throwaway database and compare row counts.',
+      default: false,
+    }),
+    'skip-parents': Flags.boolean({
+      description:
+        'Only check that the parents of an incremental backup exist, without reading them (by default each one is read and checked in full, as a restore does).',
       default: false,
     }),
     'restore-test-url': Flags.string({
@@ -69,7 +74,7 @@ ${EXIT_CODES_HELP}`;
             })
         : undefined;
     const result = await verifyBackup(
-      { location, keys, restoreTest, signal: this.abort.signal },
+      { location, keys, restoreTest, checkParents: !f['skip-parents'], signal: this.abort.signal },
       { reporter: this.reporter },
     );
     for (const warning of result.warnings) this.reporter.warn(warning);
@@ -100,10 +105,7 @@ function renderVerify(r: VerifyResult): string {
     ],
     ['Databases', b?.databases.join(', ') || '-'],
     ['Media', b?.mediaFiles === undefined ? '-' : `${b.mediaFiles} files, ${formatBytes(b.mediaBytes ?? 0)}`],
-    [
-      'Parents',
-      r.parents.length ? r.parents.map((p) => `${p.name} (${p.present ? 'present' : 'MISSING'})`).join(', ') : '-',
-    ],
+    ['Parents', r.parents.length ? r.parents.map((p) => `${p.name} (${parentState(p)})`).join(', ') : '-'],
     ['Restore test', r.restoreTest.ran ? `on ${r.restoreTest.server}` : 'not run (--restore-test)'],
     ['Duration', formatDuration(r.durationMs)],
   ]);
@@ -112,3 +114,6 @@ function renderVerify(r: VerifyResult): string {
     .map((d) => `  ${d.database}: ${d.rows!.compared} tables compared, ${d.rows!.mismatches.length} mismatch(es)`);
   return `${head}${rows.length ? `\n${rows.join('\n')}` : ''}\n`;
 }
+
+const parentState = (p: ParentCheck) =>
+  !p.present ? 'MISSING' : p.intact === undefined ? 'present, not read' : p.intact ? 'intact' : 'DAMAGED';

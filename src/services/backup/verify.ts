@@ -55,6 +55,8 @@ export interface DatabaseVerification {
 export interface ParentCheck {
   name: string;
   present: boolean;
+  /** Read in full and every checksum passed (undefined when not checked: missing, or --skip-parents). */
+  intact?: boolean;
 }
 
 /** What {@link verifyBackup} returns (the `--json` output of `ess backup verify`). */
@@ -97,6 +99,11 @@ export interface VerifyResult {
 export interface VerifyOptions {
   location: ArchiveLocation;
   keys?: ArchiveKeys;
+  /**
+   * Also read every parent archive an incremental backup needs in full and check its checksums, as a restore does
+   * (default true): without it, verify can pass a backup that restore refuses because a parent is damaged.
+   */
+  checkParents?: boolean;
   /** Run the restore test on this server (see lib/postgres/throwaway.ts). */
   restoreTest?: () => Promise<ThrowawayServer>;
   signal?: AbortSignal;
@@ -295,7 +302,14 @@ export async function verifyBackup(options: VerifyOptions, deps: VerifyDeps): Pr
   if (readComplete && manifest) {
     for (const message of tally.problems(manifest.media)) problems.push({ code: 'MEDIA_MISMATCH', message });
   }
-  if (manifest) await checkParents(location, manifest, tally, result);
+  if (manifest) {
+    await checkParents(location, manifest, tally, result, {
+      deep: options.checkParents !== false,
+      keys: options.keys,
+      signal,
+      reporter,
+    });
+  }
   result.ok = problems.length === 0;
   result.durationMs = now() - started;
   return result;
@@ -317,12 +331,16 @@ function checkNameAgainstManifest(name: string, manifest: BackupManifest, warnin
   }
 }
 
-/** Every archive an incremental backup needs (its parent and the archives its media index refers to) must exist. */
+/**
+ * Every archive an incremental backup needs (its parent and the archives its media index refers to) must exist and,
+ * with `deep`, be intact (every checksum) and belong to the same server: exactly what a restore checks first.
+ */
 async function checkParents(
   location: ArchiveLocation,
   manifest: BackupManifest,
   tally: MediaTally,
   result: VerifyResult,
+  options: { deep: boolean; keys?: ArchiveKeys; signal?: AbortSignal; reporter: Reporter },
 ): Promise<void> {
   const needed = new Set<string>();
   if (manifest.media?.parent) needed.add(manifest.media.parent);
@@ -334,17 +352,53 @@ async function checkParents(
   }
   for (const name of [...needed].sort()) {
     const present = (await location.store.stat(name)) !== undefined;
-    result.parents.push({ name, present });
+    const check: ParentCheck = { name, present };
+    result.parents.push(check);
     if (!present) {
       result.problems.push({
         code: 'PARENT_MISSING',
         message: `${name}, which this incremental backup needs for its media, is not at ${location.store.location}`,
       });
+    } else if (options.deep) {
+      const problem = await parentProblem(location, name, manifest.deployment.serverName, options);
+      check.intact = problem === undefined;
+      if (problem) result.problems.push({ code: 'PARENT_DAMAGED', message: problem });
     }
   }
-  if (needed.size > 0 && result.problems.every((p) => p.code !== 'PARENT_MISSING')) {
+  if (needed.size > 0 && !options.deep && result.problems.every((p) => p.code !== 'PARENT_MISSING')) {
     result.warnings.push(
-      `Parents present: ${[...needed].join(', ')} (run verify on them too; a restore reads them for the media).`,
+      `Parents present but not read (--skip-parents): ${[...needed].join(', ')}; a restore reads them for the media.`,
     );
   }
+}
+
+/** Reads one parent archive in full; returns why it cannot serve the restore, or undefined when it is intact. */
+async function parentProblem(
+  location: ArchiveLocation,
+  name: string,
+  serverName: string,
+  options: { keys?: ArchiveKeys; signal?: AbortSignal; reporter: Reporter },
+): Promise<string | undefined> {
+  options.reporter.info(`Reading the parent ${name} (a restore of this backup takes media from it)…`);
+  let other: string | undefined;
+  let done = 0;
+  try {
+    await readArchiveFrom(location.store, name, {
+      keys: options.keys,
+      signal: options.signal,
+      onManifest: (m) => {
+        if (m.deployment.serverName !== serverName) other = m.deployment.serverName;
+      },
+      onMember: (member) => {
+        done += member.size;
+        options.reporter.progress(`verify ${name}`, done);
+      },
+    });
+  } catch (error) {
+    if (options.signal?.aborted) throw new InterruptedError(String((options.signal.reason as Error)?.message ?? 'signal'));
+    if (!isEssError(error) || !DAMAGE_CODES.has(error.code)) throw error;
+    return `the parent ${name} is damaged, so this backup's media cannot be restored: ${error.message}`;
+  }
+  if (other !== undefined) return `the parent ${name} is a backup of ${other}, not ${serverName}`;
+  return undefined;
 }
