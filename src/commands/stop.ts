@@ -1,5 +1,6 @@
 import { Args, Flags } from '@oclif/core';
 import { EssCommand, EXIT_CODES_HELP } from '../lib/base-command.js';
+import { targetFlags } from '../lib/deployment/components.js';
 import { confirmTyped } from '../lib/output/confirm.js';
 import { formatDuration } from '../lib/output/log.js';
 import { renderTable } from '../lib/output/table.js';
@@ -99,6 +100,7 @@ function renderStop(r: StopResult): string {
       ]),
     );
   }
-  lines.push(`Stopped in ${formatDuration(r.durationMs)}. Start again with: ess start -n ${r.namespace}`);
+  const target = targetFlags(r.namespace, r.flavour === 'matrix-stack' ? r.release : undefined);
+  lines.push(`Stopped in ${formatDuration(r.durationMs)}. Start again with: ess start ${target}`);
   return `${lines.join('\n')}\n`;
 }

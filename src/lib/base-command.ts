@@ -1,4 +1,5 @@
 import { Command, Flags, type Interfaces } from '@oclif/core';
+import { DEFAULT_NAMESPACE, DEFAULT_RELEASE } from './deployment/components.js';
 import { EssError, ExitCode, exitCodeHelp, isEssError } from './errors.js';
 import type { KubeClient } from './kube/client.js';
 import { KubeApiError, KubeConnectionError } from './kube/client.js';
@@ -19,12 +20,12 @@ export const targetFlags = {
   namespace: Flags.string({
     char: 'n',
     description: 'Namespace of the ESS deployment.',
-    default: 'ess',
+    default: DEFAULT_NAMESPACE,
     helpGroup: 'GLOBAL',
   }),
   release: Flags.string({
     description: 'Helm release name of the ESS deployment.',
-    default: 'ess',
+    default: DEFAULT_RELEASE,
     helpGroup: 'GLOBAL',
   }),
   verbose: Flags.boolean({ description: 'Show debug output and stack traces.', default: false, helpGroup: 'GLOBAL' }),

@@ -140,6 +140,16 @@ describe('planStart', () => {
     expect(renderPlan(plan)).toContain('0 -> 1');
   });
 
+  it('does not warn that a component has no workloads when ess deleted its CR (operator flavour)', () => {
+    const d = running();
+    d.workloads = d.workloads.filter((w) => w.component !== 'synapse');
+    const cr = { kind: 'Synapse', name: 'first-element-deployment', component: 'synapse' as const, ownedWorkloads: [] };
+    const deleted = planStart(d, ['synapse'], { operatorReplicas: 0, crs: [{ ...cr, exists: false }] });
+    expect(deleted.warnings.join('\n')).not.toMatch(/No workload of component "synapse"/);
+    const present = planStart(d, ['synapse'], { operatorReplicas: 0, crs: [{ ...cr, exists: true }] });
+    expect(present.warnings).toContain('No workload of component "synapse" was found in ess.');
+  });
+
   it('is a no-op when nothing was stopped', () => {
     expect(planStart(running(), undefined).noop).toBe(true);
   });

@@ -148,7 +148,10 @@ describe('stopWorkloads', () => {
 
   it('times out when pods do not terminate, leaving the records for `ess start`', async () => {
     kube.stuckPods.add('ess-mas');
-    await expect(stopWorkloads(kube, all, { ...opts(), timeoutMs: 2_000 })).rejects.toBeInstanceOf(ScaleTimeoutError);
+    const error = await stopWorkloads(kube, all, { ...opts(), timeoutMs: 2_000, release: 'prod' }).catch((e) => e);
+    expect(error).toBeInstanceOf(ScaleTimeoutError);
+    // The next step names the release too: `ess start -n ess` alone would find no deployment of release prod.
+    expect((error as ScaleTimeoutError).next.join('\n')).toContain(`ess start -n ${NS} --release prod`);
     // Postgres was never reached (its phase comes after MAS), but it is recorded.
     expect(kube.replicas('StatefulSet', NS, 'ess-postgres')).toBe(1);
     expect(kube.annotations('StatefulSet', NS, 'ess-postgres')[RBS]).toBe('1');

@@ -57,6 +57,7 @@ describe('ess status against the sandbox', () => {
     const body = JSON.parse(result.stdout);
     expect(body.error.code).toBe('NAMESPACE_NOT_FOUND');
     expect(body.error.next.join('\n')).toMatch(/--namespace/);
+    expect(body.error.next.join('\n')).toContain('-n element-onprem');
   });
 
   it('reports a wrong release with exit code 4 and names the releases it found', async () => {

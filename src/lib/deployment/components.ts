@@ -25,6 +25,21 @@ export const ANNOTATIONS = {
   stoppedBy: 'ess.element.io/stopped-by',
 } as const;
 
+/** Where the operator-based (older) ESS installs its workloads (its installer's default). */
+export const OPERATOR_FLAVOUR_NAMESPACE = 'element-onprem';
+
+/** The defaults of the global -n/--namespace and --release flags. */
+export const DEFAULT_NAMESPACE = 'ess';
+export const DEFAULT_RELEASE = 'ess';
+
+/**
+ * The flags that point a suggested ess command at a deployment, for next steps: `-n NS`, plus `--release R` unless
+ * R is the default (a hint without it would find no deployment).
+ */
+export function targetFlags(namespace: string, release?: string): string {
+  return `-n ${namespace}${release && release !== DEFAULT_RELEASE ? ` --release ${release}` : ''}`;
+}
+
 export const PART_OF_MATRIX_STACK = 'matrix-stack';
 /** app.kubernetes.io/managed-by of the objects ess itself creates (e.g. the saved operator CRs). */
 export const ESS_MANAGED_BY = 'ess';

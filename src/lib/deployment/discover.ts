@@ -11,6 +11,7 @@ import {
   MEDIA_MOUNT_PATH,
   MEDIA_STORE_PATH,
   names,
+  OPERATOR_FLAVOUR_NAMESPACE,
   PART_OF_MATRIX_STACK,
   SYNAPSE_CONFIG_KEY,
 } from './components.js';
@@ -25,7 +26,7 @@ export interface DiscoverOptions {
 
 function targetHints(options: DiscoverOptions): string[] {
   return [
-    `Check the namespace: kubectl get namespaces (then pass -n/--namespace)`,
+    `Check the namespace: kubectl get namespaces (then pass -n/--namespace; the operator-based ESS installs into ${OPERATOR_FLAVOUR_NAMESPACE}: -n ${OPERATOR_FLAVOUR_NAMESPACE})`,
     `Check the release: helm list -A (then pass --release), or ess status -n ${options.namespace} --release NAME`,
     'Check the cluster: kubectl config current-context (then pass --context)',
   ];

@@ -14,7 +14,7 @@ import type { KubeClient } from '../kube/client.js';
 import { isConflict, KubeApiError, KubeConnectionError } from '../kube/client.js';
 import type { Pod, Workload } from '../kube/types.js';
 import { formatDuration, type Reporter, silentReporter } from '../output/log.js';
-import { ANNOTATIONS, componentById } from './components.js';
+import { ANNOTATIONS, componentById, targetFlags } from './components.js';
 
 /** A time source and sleeper; injected so tests can run retries and timeouts without waiting. */
 export interface Clock {
@@ -93,6 +93,8 @@ export interface ScalerOptions {
   hold?: boolean;
   /** Per phase: how long to wait for pods to terminate or become ready (default 5 minutes). */
   timeoutMs?: number;
+  /** Release of the deployment, so that next steps (`ess start -n … --release …`) point at it. */
+  release?: string;
   /** Poll interval while waiting (default 500 ms). */
   pollMs?: number;
   /** Aborts stopping and waiting (not the restore of {@link withWorkloadsStopped}, which always runs). */
@@ -179,13 +181,14 @@ export class ScaleTimeoutError extends EssError {
     readonly pending: string[],
     timeoutMs: number,
     namespace: string,
+    release?: string,
   ) {
     super(`Timed out after ${formatDuration(timeoutMs)} waiting for ${pending.join(', ')} to ${waitingFor}.`, {
       code: 'SCALE_TIMEOUT',
       next: [
         `Look at the pods: kubectl get pods -n ${namespace}; kubectl describe pod -n ${namespace} POD`,
         waitingFor === 'terminate'
-          ? `The replica counts are recorded: run \`ess start -n ${namespace}\` to bring everything back`
+          ? `The replica counts are recorded: run \`ess start ${targetFlags(namespace, release)}\` to bring everything back`
           : 'The replica counts are restored; the pods may still become ready (check `ess status`)',
       ],
     });
@@ -199,6 +202,7 @@ export class RestoreFailedError extends EssError {
     readonly failed: { name: string; error: unknown }[],
     namespace: string,
     cause?: unknown,
+    release?: string,
   ) {
     super(
       `Could not scale ${failed.map((f) => f.name).join(', ')} back up: ${failed
@@ -207,7 +211,7 @@ export class RestoreFailedError extends EssError {
       {
         code: 'RESTORE_FAILED',
         next: [
-          `The replica counts are still recorded on the objects: run \`ess start -n ${namespace}\` once the API server is reachable`,
+          `The replica counts are still recorded on the objects: run \`ess start ${targetFlags(namespace, release)}\` once the API server is reachable`,
         ],
         cause,
       },
@@ -331,6 +335,7 @@ interface Context {
   retry?: RetryOptions;
   pollMs: number;
   timeoutMs: number;
+  release?: string;
 }
 
 function contextOf(kube: KubeClient, options: Omit<ScalerOptions, 'by'>): Context {
@@ -341,6 +346,7 @@ function contextOf(kube: KubeClient, options: Omit<ScalerOptions, 'by'>): Contex
     retry: options.retry,
     pollMs: options.pollMs ?? DEFAULT_POLL_MS,
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    release: options.release,
   };
 }
 
@@ -382,6 +388,7 @@ async function waitPodsGone(
         still.map((i) => `pods of ${label(i.ref)}`),
         ctx.timeoutMs,
         still[0].ref.namespace,
+        ctx.release,
       );
     }
     await ctx.clock.sleep(ctx.pollMs, signal);
@@ -641,7 +648,7 @@ export async function restoreWorkloads(
     }
   }
   if (interrupted) throw interrupted;
-  if (failed.length) throw new RestoreFailedError(failed, workloads[0]?.namespace ?? '');
+  if (failed.length) throw new RestoreFailedError(failed, workloads[0]?.namespace ?? '', undefined, ctx.release);
   const downtimeMs =
     options.stoppedAt !== undefined && notReady.length === 0 ? ctx.clock.now() - options.stoppedAt : undefined;
   if (notReady.length && (options.throwOnTimeout ?? true)) {
@@ -650,6 +657,7 @@ export async function restoreWorkloads(
       notReady,
       options.timeoutMs ?? ctx.timeoutMs,
       workloads[0]?.namespace ?? '',
+      ctx.release,
     );
   }
   return { workloads: results, notReady, warnings, downtimeMs };
@@ -805,7 +813,7 @@ export async function withWorkloadsStopped<T>(
     if (outcome.ok) throw restoreError;
     const failed =
       restoreError instanceof RestoreFailedError ? restoreError.failed : [{ name: 'workloads', error: restoreError }];
-    const wrapped = new RestoreFailedError(failed, workloads[0]?.namespace ?? '', outcome.error);
+    const wrapped = new RestoreFailedError(failed, workloads[0]?.namespace ?? '', outcome.error, options.release);
     wrapped.message = `${(outcome.error as Error)?.message ?? String(outcome.error)}\nAlso: ${wrapped.message}`;
     throw wrapped;
   }

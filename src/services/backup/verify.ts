@@ -395,7 +395,8 @@ async function parentProblem(
       },
     });
   } catch (error) {
-    if (options.signal?.aborted) throw new InterruptedError(String((options.signal.reason as Error)?.message ?? 'signal'));
+    if (options.signal?.aborted)
+      throw new InterruptedError(String((options.signal.reason as Error)?.message ?? 'signal'));
     if (!isEssError(error) || !DAMAGE_CODES.has(error.code)) throw error;
     return `the parent ${name} is damaged, so this backup's media cannot be restored: ${error.message}`;
   }

@@ -119,14 +119,18 @@ function byStopOrder(a: PlannedWorkload, b: PlannedWorkload): number {
   return a.phase - b.phase || a.component.localeCompare(b.component) || a.name.localeCompare(b.name);
 }
 
-/** Workloads of the selected components, plus warnings for selected components that have none. */
-function selectWorkloads(deployment: Deployment, selection: ComponentSelection) {
+/** Workloads of the selected components, plus warnings for selected components that have none (except `quiet`). */
+function selectWorkloads(
+  deployment: Deployment,
+  selection: ComponentSelection,
+  quiet: ReadonlySet<ComponentId> = new Set(),
+) {
   const ids = selectedIds(selection);
   const workloads = deployment.workloads.filter((w) => w.component !== 'unknown' && ids.includes(w.component));
   const warnings: string[] = [];
   if (selection !== 'all') {
     for (const id of ids) {
-      if (!workloads.some((w) => w.component === id)) {
+      if (!quiet.has(id) && !workloads.some((w) => w.component === id)) {
         warnings.push(`No workload of component "${id}" was found in ${deployment.namespace}.`);
       }
     }
@@ -228,7 +232,9 @@ export function planStart(
   operator?: OperatorFacts,
 ): LifecyclePlan {
   const resume = selection === undefined;
-  const { ids, workloads, warnings } = selectWorkloads(deployment, selection ?? 'all');
+  // Operator flavour: a component whose CR ess deleted has no workloads until the CR is back; that is the point.
+  const crDeleted = new Set((operator?.crs ?? []).filter((cr) => !cr.exists).map((cr) => cr.component));
+  const { ids, workloads, warnings } = selectWorkloads(deployment, selection ?? 'all', crDeleted);
   const rows = workloads
     .filter((w) => !resume || w.rememberedReplicas !== undefined)
     .map((w) => {

@@ -125,6 +125,7 @@ export async function startServices(
   );
   const common = {
     timeoutMs: options.timeoutMs,
+    release: deployment.release,
     pollMs: deps.pollMs,
     signal: deps.signal,
     reporter: deps.reporter,

@@ -1,4 +1,4 @@
-import { COMPONENTS, type ComponentId, componentById, names } from '../../lib/deployment/components.js';
+import { COMPONENTS, type ComponentId, componentById, names, targetFlags } from '../../lib/deployment/components.js';
 import { discoverDeployment } from '../../lib/deployment/discover.js';
 import type { Deployment } from '../../lib/deployment/model.js';
 import {
@@ -138,6 +138,7 @@ export async function stopServices(kube: KubeClient, options: StopOptions, deps:
       reason: `ess stop ${selection === 'all' ? 'all' : selection.join(' ')}`,
       hold: true,
       timeoutMs: options.timeoutMs,
+      release: deployment.release,
       pollMs: deps.pollMs,
       signal: deps.signal,
       reporter: deps.reporter,
@@ -160,7 +161,10 @@ export async function stopServices(kube: KubeClient, options: StopOptions, deps:
 /** An interrupted stop leaves recorded workloads behind: say how to finish or undo it. */
 function explainInterruptedStop(error: unknown, deployment: Deployment): unknown {
   if (!(error instanceof InterruptedError)) return error;
-  const target = `-n ${deployment.namespace}${deployment.flavour === 'matrix-stack' ? ` --release ${deployment.release}` : ''}`;
+  const target = targetFlags(
+    deployment.namespace,
+    deployment.flavour === 'matrix-stack' ? deployment.release : undefined,
+  );
   return new EssError(`${error.message} Some workloads may already be at 0; their replica counts are recorded.`, {
     code: 'INTERRUPTED',
     exitCode: ExitCode.INTERRUPTED,
