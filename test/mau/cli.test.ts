@@ -31,6 +31,72 @@ async function runbook(sql: string): Promise<number> {
 }
 
 describe('ess mau --database-url', () => {
+  it('sslmode has libpq semantics: prefer/disable work on a server without TLS, require fails clearly', async () => {
+    const [prefer, disable, allow, require, verifyCa, bogus] = await Promise.all([
+      runCli(['mau', '--database-url', `${url}?sslmode=prefer`, '--month', '2024-11', '--json']),
+      runCli(['mau', '--database-url', `${url}?sslmode=disable`, '--month', '2024-11', '--json']),
+      runCli(['mau', '--database-url', `${url}?sslmode=allow`, '--month', '2024-11', '--json']),
+      runCli(['mau', '--database-url', `${url}?sslmode=require`, '--json']),
+      runCli(['mau', '--database-url', `${url}?sslmode=verify-ca`, '--json']),
+      runCli(['mau', '--database-url', `${url}?sslmode=sometimes`, '--json']),
+    ]);
+    for (const r of [prefer, disable, allow]) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout).rows[0].users).toBe(await runbook(RUNBOOK_MONTH));
+    }
+    expect(require.code, require.stderr).toBe(1);
+    expect(JSON.parse(require.stdout).error).toMatchObject({ code: 'DATABASE_TLS', exitCode: 1 });
+    expect(JSON.parse(require.stdout).error.message).toMatch(/does not accept TLS/);
+    expect(JSON.parse(require.stdout).error.next.join(' ')).toMatch(/sslmode=prefer/);
+    expect(JSON.parse(verifyCa.stdout).error).toMatchObject({ code: 'BAD_DATABASE_URL', exitCode: 2 });
+    expect(JSON.parse(verifyCa.stdout).error.message).toMatch(/sslrootcert/);
+    expect(JSON.parse(bogus.stdout).error).toMatchObject({ code: 'BAD_DATABASE_URL', exitCode: 2 });
+    for (const r of [prefer, disable, allow, require, verifyCa, bogus]) {
+      expect(r.stderr).not.toMatch(/SECURITY WARNING|This is a bug in ess/);
+      expect(r.stdout + r.stderr).not.toContain('pw-Xy7');
+    }
+  });
+
+  it('sslmode against a TLS server with a self-signed certificate: require encrypts, verify-full verifies', async () => {
+    const tls = await startTestServer();
+    try {
+      const tlsAdmin = await tls.createDatabase('synapse');
+      await loadDataset(tlsAdmin, buildDataset());
+      const cert = await tls.enableTls();
+      const base = `postgres://${tls.server.superuser}@${tls.server.host}:${tls.server.port}/synapse`;
+      const [require, prefer, verifyFull, verifyCa, withCa] = await Promise.all([
+        runCli(['mau', '--database-url', `${base}?sslmode=require`, '--month', '2024-11', '--json']),
+        runCli(['mau', '--database-url', `${base}?sslmode=prefer`, '--month', '2024-11', '--json']),
+        runCli(['mau', '--database-url', `${base}?sslmode=verify-full`, '--json']),
+        runCli([
+          'mau',
+          '--database-url',
+          `${base}?sslmode=verify-ca&sslrootcert=${cert}`,
+          '--month',
+          '2024-11',
+          '--json',
+        ]),
+        runCli([
+          'mau',
+          '--database-url',
+          `${base.replace('127.0.0.1', 'localhost')}?sslmode=verify-full&sslrootcert=${cert}`,
+          '--month',
+          '2024-11',
+          '--json',
+        ]),
+      ]);
+      for (const r of [require, prefer, verifyCa, withCa]) {
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr).not.toMatch(/SECURITY WARNING/);
+      }
+      expect(verifyFull.code, verifyFull.stderr).toBe(1);
+      expect(JSON.parse(verifyFull.stdout).error).toMatchObject({ code: 'DATABASE_TLS', exitCode: 1 });
+      expect(JSON.parse(verifyFull.stdout).error.next.join(' ')).toMatch(/sslrootcert=PATH/);
+    } finally {
+      await tls.stop();
+    }
+  });
+
   it('--month --json: one JSON document equal to the runbook, progress on stderr, no password anywhere', async () => {
     const r = await runCli(['mau', '--database-url', url, '--month', '2024-11', '--json']);
     expect(r.code).toBe(0);

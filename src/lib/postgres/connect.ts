@@ -135,23 +135,72 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** libpq's sslmode values, with libpq's meaning (https://www.postgresql.org/docs/current/libpq-ssl.html). */
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
+export type SslMode = (typeof SSL_MODES)[number];
+
+function badUrl(message: string, next: string[] = ['Use the form postgres://USER:PASSWORD@HOST:PORT/DATABASE']) {
+  return new EssError(message, { exitCode: ExitCode.USAGE, code: 'BAD_DATABASE_URL', next });
+}
+
+/** The URL's sslmode, else $PGSSLMODE, else libpq's default `prefer`. */
+export function sslModeOf(url: string, env: NodeJS.ProcessEnv = process.env): SslMode {
+  const value = new URL(url).searchParams.get('sslmode') ?? env.PGSSLMODE ?? 'prefer';
+  if (!(SSL_MODES as readonly string[]).includes(value)) {
+    throw badUrl(`sslmode=${value} is not a libpq SSL mode.`, [`Use one of: ${SSL_MODES.join(', ')}`]);
+  }
+  return value as SslMode;
+}
+
+/**
+ * The connection strings to try, in order, for a URL with libpq's sslmode semantics. `pg` alone treats
+ * prefer/require/verify-ca as verify-full and never falls back to a plain connection; with `uselibpqcompat=true`
+ * it encrypts without verifying for `require`. `prefer` (try TLS, then plain) and `allow` (plain, then TLS) are
+ * two attempts.
+ */
+export function connectionAttempts(url: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const mode = sslModeOf(url, env);
+  if (mode === 'verify-ca' && !new URL(url).searchParams.get('sslrootcert')) {
+    throw badUrl('sslmode=verify-ca needs sslrootcert=PATH: the CA certificate that signed the server certificate.', [
+      'Add sslrootcert=PATH to --database-url, or use sslmode=require to encrypt without verifying',
+    ]);
+  }
+  const withMode = (sslmode: SslMode) => {
+    const parsed = new URL(url);
+    parsed.searchParams.delete('ssl');
+    parsed.searchParams.set('sslmode', sslmode);
+    parsed.searchParams.set('uselibpqcompat', 'true');
+    return parsed.toString();
+  };
+  switch (mode) {
+    case 'disable':
+      return [withMode('disable')];
+    case 'allow':
+      return [withMode('disable'), withMode('require')];
+    case 'prefer':
+      return [withMode('require'), withMode('disable')];
+    default:
+      return [withMode(mode)];
+  }
+}
+
+const NO_SERVER_TLS = /server does not support SSL/i;
+
+/** Whether a failed attempt of `allow`/`prefer` should be retried the other way (as libpq does). */
+function retryOtherWay(error: unknown): boolean {
+  const e = error as { code?: string; message?: string };
+  return NO_SERVER_TLS.test(e?.message ?? '') || e?.code === '28000';
+}
+
 function endpointForUrl(url: string): PgEndpoint {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
-    throw new EssError('The database URL is not a valid URL.', {
-      exitCode: ExitCode.USAGE,
-      code: 'BAD_DATABASE_URL',
-      next: ['Use the form postgres://USER:PASSWORD@HOST:PORT/DATABASE'],
-    });
+    throw badUrl('The database URL is not a valid URL.');
   }
   if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new EssError(`The database URL must start with postgres:// (got ${parsed.protocol}//).`, {
-      exitCode: ExitCode.USAGE,
-      code: 'BAD_DATABASE_URL',
-      next: ['Use the form postgres://USER:PASSWORD@HOST:PORT/DATABASE'],
-    });
+    throw badUrl(`The database URL must start with postgres:// (got ${parsed.protocol}//).`);
   }
   return {
     via: 'url',
@@ -184,6 +233,25 @@ export function describePgError(error: unknown, endpoint: PgEndpoint, tunnelErro
   const e = error as { code?: string; message?: string };
   const where = `${endpoint.user}@${endpoint.address}/${endpoint.database}`;
   const message = (e?.message ?? String(error)) + (tunnelError ? ` (port-forward: ${tunnelError})` : '');
+  if (NO_SERVER_TLS.test(e?.message ?? '')) {
+    return new EssError(`The database server at ${endpoint.address} does not accept TLS, but sslmode requires it.`, {
+      code: 'DATABASE_TLS',
+      cause: error,
+      next: [
+        'Enable SSL on the server, or connect without TLS: sslmode=prefer (TLS if offered) or sslmode=disable in --database-url',
+      ],
+    });
+  }
+  if (/CERT|SELF_SIGNED|^ERR_TLS|^ERR_SSL|^EPROTO$/.test(e?.code ?? '')) {
+    return new EssError(`The TLS connection to the database at ${where} failed: ${message}`, {
+      code: 'DATABASE_TLS',
+      cause: error,
+      next: [
+        "To verify the server's certificate, pass its CA: sslrootcert=PATH in --database-url (sslmode=verify-full also checks the host name)",
+        'To encrypt without verifying the certificate (like libpq), use sslmode=require',
+      ],
+    });
+  }
   switch (e?.code) {
     case '28P01':
     case '28000':
@@ -211,7 +279,9 @@ export function describePgError(error: unknown, endpoint: PgEndpoint, tunnelErro
     case 'ECONNREFUSED':
     case 'ETIMEDOUT':
     case 'ENOTFOUND':
+    case 'EAI_AGAIN':
     case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
     case 'ECONNRESET':
       return new EssError(`Cannot reach the database at ${where}: ${message}`, {
         code: 'DATABASE_UNREACHABLE',
@@ -244,13 +314,14 @@ export async function openPostgres(target: PgTarget, options: OpenOptions): Prom
   const { default: pg } = await import('pg');
   let forward: PortForwardHandle | undefined;
   let endpoint: PgEndpoint;
-  const config: ClientConfig = {
+  const base: ClientConfig = {
     application_name: options.applicationName,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 20_000,
   };
+  const configs: ClientConfig[] = [];
   if (target.kind === 'url') {
     endpoint = endpointForUrl(target.url);
-    config.connectionString = target.url;
+    for (const connectionString of connectionAttempts(target.url)) configs.push({ ...base, connectionString });
   } else {
     if (!options.kube) throw new Error('openPostgres: a KubeClient is required for a pod target');
     endpoint = {
@@ -261,7 +332,8 @@ export async function openPostgres(target: PgTarget, options: OpenOptions): Prom
     };
     await ensurePodRunning(options.kube, target);
     forward = await options.kube.portForward(target.namespace, target.pod, target.port);
-    Object.assign(config, {
+    configs.push({
+      ...base,
       host: '127.0.0.1',
       port: forward.localPort,
       database: target.database,
@@ -270,36 +342,73 @@ export async function openPostgres(target: PgTarget, options: OpenOptions): Prom
       ssl: false,
     });
   }
-  const client = new pg.Client(config);
-  // An 'error' event without a listener would crash the process (e.g. the server going away between queries).
-  client.on('error', () => {});
+  let client: Client | undefined;
   let closed: Promise<void> | undefined;
   const close = () => {
     closed ??= (async () => {
-      await client.end().catch(() => {});
+      await client?.end().catch(() => {});
       await forward?.close().catch(() => {});
     })();
     return closed;
   };
   const onAbort = () => void close();
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    await client.connect();
-  } catch (error) {
+  const fail = async (error: unknown): Promise<never> => {
     options.signal?.removeEventListener('abort', onAbort);
     await close();
     if (options.signal?.aborted) throw new InterruptedError(String(options.signal.reason?.message ?? 'signal'));
-    throw describePgError(error, endpoint, forward?.lastError?.()) ?? error;
+    throw describePgError(error, endpoint, forward?.lastError?.()) ?? connectFailed(error, endpoint);
+  };
+  for (const [i, config] of configs.entries()) {
+    try {
+      // Reading sslrootcert/sslcert files and checking the SSL options happens here.
+      client = new pg.Client(config);
+    } catch (error) {
+      options.signal?.removeEventListener('abort', onAbort);
+      await close();
+      throw badUrl(`The database URL's SSL options are not usable: ${(error as Error).message}`, [
+        'Check sslmode, sslrootcert, sslcert and sslkey in --database-url (sslmode=verify-ca needs sslrootcert=PATH)',
+      ]);
+    }
+    // An 'error' event without a listener would crash the process (e.g. the server going away between queries).
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      break;
+    } catch (error) {
+      if (i < configs.length - 1 && !options.signal?.aborted && retryOtherWay(error)) {
+        await client.end().catch(() => {});
+        continue;
+      }
+      await fail(error);
+    }
   }
+  const connected = client as Client;
   return {
     endpoint,
-    client,
+    client: connected,
     tunnelError: () => forward?.lastError?.(),
     close: async () => {
       options.signal?.removeEventListener('abort', onAbort);
       await close();
     },
   };
+}
+
+/** Any other failure to connect: still a connection problem, with the driver's message. */
+function connectFailed(error: unknown, endpoint: PgEndpoint): EssError {
+  const message = (error as Error)?.message ?? String(error);
+  return new EssError(
+    `Cannot connect to the database at ${endpoint.user}@${endpoint.address}/${endpoint.database}: ${message}`,
+    {
+      code: 'DATABASE_UNREACHABLE',
+      cause: error,
+      next:
+        endpoint.via === 'port-forward'
+          ? ['Check that the Postgres pod is running and accepts connections: ess status']
+          : ['Check the host, port and SSL options (sslmode) in --database-url'],
+    },
+  );
 }
 
 /**
