@@ -35,6 +35,17 @@ for a in "$@"; do printf '%s\\n' "$a" >> "$FAKE_HELM_LOG"; done
 echo "Rollback was a success! Happy Helming!"
 `;
 
+/** A helm that hangs like `helm rollback --wait` until it gets SIGINT, then records that it did and exits 1. */
+const SLOW_HELM = `#!/bin/sh
+: > "$FAKE_HELM_LOG"
+for a in "$@"; do printf '%s\\n' "$a" >> "$FAKE_HELM_LOG"; done
+trap 'kill $pid; echo "Error: context canceled" >&2; echo SIGINT > "$FAKE_HELM_LOG.signal"; exit 1' INT
+echo "waiting for resources" >&2
+sleep 60 &
+pid=$!
+wait $pid
+`;
+
 /** An injected HelmRunner that records calls instead of running anything. */
 function fakeHelm(present: boolean, exitCode = 0): HelmRunner & { calls: string[][] } {
   const calls: string[][] = [];
@@ -54,6 +65,7 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
   let kube: KubeClient;
   let tmp: string;
   let helmDir: string;
+  let slowHelmDir: string;
   let helmLog: string;
   /** PATH without any helm (the machine has none; directories that do are dropped). */
   let pathWithoutHelm: string;
@@ -120,6 +132,10 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
     await mkdir(helmDir);
     await writeFile(join(helmDir, 'helm'), FAKE_HELM);
     await chmod(join(helmDir, 'helm'), 0o755);
+    slowHelmDir = join(tmp, 'slow-bin');
+    await mkdir(slowHelmDir);
+    await writeFile(join(slowHelmDir, 'helm'), SLOW_HELM);
+    await chmod(join(slowHelmDir, 'helm'), 0o755);
     pathWithoutHelm = (process.env.PATH ?? '')
       .split(delimiter)
       .filter((d) => d && !existsSync(join(d, 'helm')))
@@ -304,6 +320,34 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
     );
     expect((await refusal({ revision: 14 })).message).toMatch(/Revision 14 is failed/);
     expect((await refusal({ revision: 15, force: true })).message).toMatch(/not older than the stuck revision/);
+  });
+
+  it('SIGINT during helm rollback: forwarded to helm, exit 130, says the release may be pending-rollback', async () => {
+    const env = { PATH: `${slowHelmDir}${delimiter}${pathWithoutHelm}`, FAKE_HELM_LOG: helmLog };
+    const r = await runCli(['upgrade', 'rollback', '--yes', '--json', ...sandboxFlags(sandbox)], {
+      env,
+      onSpawn: (child) => {
+        const poll = setInterval(() => {
+          if (existsSync(helmLog)) {
+            clearInterval(poll);
+            setTimeout(() => child.kill('SIGINT'), 300);
+          }
+        }, 100);
+        child.on('close', () => clearInterval(poll));
+      },
+    });
+    expect(r.code, r.stderr).toBe(130);
+    const error = json(r).error;
+    expect(error).toMatchObject({ code: 'INTERRUPTED', exitCode: 130 });
+    expect(error.message).toMatch(/pending-rollback/);
+    expect(error.next.join('\n')).toMatch(/ess upgrade history -n ess --release ess/);
+    expect(error.next.join('\n')).toMatch(/--mark-failed/);
+    expect(r.stderr).not.toMatch(/This is a bug in ess|helm failed/);
+    expect(await readFile(`${helmLog}.signal`, 'utf8')).toBe('SIGINT\n');
+    const leaseRes = sandbox.store.resourceByKind('Lease', 'coordination.k8s.io/v1');
+    expect(sandbox.store.get(leaseRes, 'ess', 'ess-ess-lock')).toBeUndefined();
+    await rm(helmLog, { force: true });
+    await rm(`${helmLog}.signal`, { force: true });
   });
 
   it('rollback --yes with helm: runs the exact helm rollback command and streams its output to stderr', async () => {

@@ -6,7 +6,7 @@
 import type { Writable } from 'node:stream';
 import { MATRIX_STACK_CHART_REF, names } from '../../lib/deployment/components.js';
 import { discoverDeployment } from '../../lib/deployment/discover.js';
-import { EssError, ExternalToolError, PreconditionError } from '../../lib/errors.js';
+import { EssError, ExitCode, ExternalToolError, PreconditionError } from '../../lib/errors.js';
 import {
   AUTH_MARKER_KEY,
   authMarkerOfRelease,
@@ -356,6 +356,24 @@ function upgradeHint(o: RollbackOptions, chartVersion: string | undefined): stri
   return `helm upgrade --install ${o.release} ${MATRIX_STACK_CHART_REF}${version} -n ${o.namespace} --values <your values files> --wait --timeout ${o.timeout}`;
 }
 
+/** helm rollback was interrupted (helm got the signal too): the release may be left pending-rollback. */
+function interruptedRollback(o: RollbackOptions, signal: string, result: { exitCode: number }): EssError {
+  const target = `-n ${o.namespace} --release ${o.release}`;
+  return new EssError(
+    `Interrupted by ${signal} while helm rollback was running; helm was sent SIGINT and exited (${result.exitCode}). ` +
+      'The release may now be stuck in pending-rollback.',
+    {
+      exitCode: ExitCode.INTERRUPTED,
+      code: 'INTERRUPTED',
+      next: [
+        `See where it stopped: ess upgrade history ${target}`,
+        `If the newest revision is pending-rollback, once it is older than --stale-after: ess upgrade rollback ${target}`,
+        `Or unblock helm without rolling back: ess upgrade rollback --mark-failed ${target}`,
+      ],
+    },
+  );
+}
+
 /** Plans and (unless --dry-run) performs the recovery of a stuck Helm upgrade. */
 export async function rollbackStuckUpgrade(
   kube: KubeClient,
@@ -493,6 +511,7 @@ export async function rollbackStuckUpgrade(
             next: ['Check the helm binary on PATH'],
           });
         });
+      if (deps.signal?.aborted) throw interruptedRollback(o, String(deps.signal.reason?.message ?? 'signal'), result);
       if (result.exitCode !== 0) {
         throw new ExternalToolError('helm', result.exitCode, result.stderrTail, {
           next: [
