@@ -166,6 +166,8 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
     expect(rows[7]).toMatchObject({ chart: 'matrix-stack-0.12.0', description: 'Upgrade complete' });
     expect(rows[8].description).toContain('pre-upgrade hooks failed');
     expect(rows[9]).toMatchObject({ chart: 'matrix-stack-25.4.2', description: 'Preparing upgrade' });
+    // Every key the docs list is in every revision, appVersion too ('' for matrix-stack, which sets none).
+    for (const row of rows) expect(row).toHaveProperty('appVersion', '');
   });
 
   it('history: a helm-like table on stdout, --max keeps the newest; an unknown release is a precondition error', async () => {

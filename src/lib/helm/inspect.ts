@@ -17,7 +17,8 @@ export interface RevisionSummary {
   /** `<chart name>-<chart version>`, like helm's CHART column. */
   chart?: string;
   chartVersion?: string;
-  appVersion?: string;
+  /** `chart.metadata.appVersion`; always present, `''` when the chart has none (like `helm history -o json`). */
+  appVersion: string;
   description?: string;
   /** Set when the release body could not be decoded. */
   decodeError?: string;
@@ -38,6 +39,7 @@ export function decodeRevision(record: ReleaseRecord): DecodedRevision {
     status: record.labelStatus,
     labelStatus: record.labelStatus,
     updated: labelTime?.toISOString(),
+    appVersion: '',
   };
   let release: HelmRelease;
   try {
@@ -57,7 +59,7 @@ export function decodeRevision(record: ReleaseRecord): DecodedRevision {
       updated: updated?.toISOString() ?? base.updated,
       chart: meta?.name && meta.version ? `${meta.name}-${meta.version}` : meta?.name,
       chartVersion: meta?.version,
-      appVersion: meta?.appVersion,
+      appVersion: meta?.appVersion ?? '',
       description: release.info?.description,
     },
   };
