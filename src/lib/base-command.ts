@@ -105,7 +105,13 @@ export abstract class EssCommand<T extends typeof Command> extends Command {
       if (this.flags?.verbose && error.stack) process.stderr.write(`${error.stack}\n`);
       if (this.jsonEnabled()) {
         this.logJson({
-          error: { code: expected.code, message: expected.message, next: expected.next, exitCode: expected.exitCode },
+          error: {
+            code: expected.code,
+            message: expected.message,
+            next: expected.next,
+            exitCode: expected.exitCode,
+            ...(expected.details ? { details: expected.details } : {}),
+          },
         });
       }
       this.exit(expected.exitCode);

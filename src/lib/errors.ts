@@ -44,6 +44,8 @@ export interface EssErrorOptions {
   /** Stable machine-readable identifier, e.g. 'DEPLOYMENT_NOT_FOUND'. */
   code?: string;
   cause?: unknown;
+  /** Structured context for scripts, added to the --json error envelope as `error.details` (no secrets). */
+  details?: Record<string, unknown>;
 }
 
 /** An expected failure: shown to the user as a message plus next steps, never with a stack trace. */
@@ -51,6 +53,7 @@ export class EssError extends Error {
   readonly next: string[];
   readonly exitCode: ExitCode;
   readonly code: string;
+  readonly details?: Record<string, unknown>;
 
   constructor(message: string, options: EssErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -58,6 +61,7 @@ export class EssError extends Error {
     this.next = options.next ?? [];
     this.exitCode = options.exitCode ?? ExitCode.FAILED;
     this.code = options.code ?? 'FAILED';
+    this.details = options.details;
   }
 }
 

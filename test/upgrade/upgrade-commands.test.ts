@@ -234,6 +234,19 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
     expect(json(r).error.code).toBe('ROLLBACK_REFUSED');
     expect(json(r).error.message).toMatch(/less than --stale-after/);
     expect(r.stderr).toMatch(/\[FAIL\] age:/);
+    // The JSON error carries the plan, so a script can see which check failed.
+    const plan = json(r).error.details.plan;
+    expect(plan).toMatchObject({ stuck: { revision: 15 }, target: { revision: 13 }, action: 'helm-rollback' });
+    expect(plan.checks.find((c: { id: string }) => c.id === 'age')).toMatchObject({ ok: false, severity: 'hard' });
+    // A refused REVISION is named in the message (not "revision ?").
+    const fifteen = await cli(['upgrade', 'rollback', '15', '--dry-run', '--json']);
+    expect(fifteen.code).toBe(4);
+    expect(json(fifteen).error.message).toMatch(/^Refusing to roll back ess\/ess to revision 15:/);
+    expect(json(fifteen).error.details.plan).toMatchObject({ requestedRevision: 15 });
+    expect(json(fifteen).error.details.plan.checks.find((c: { id: string }) => c.id === 'target')).toMatchObject({
+      ok: false,
+      detail: 'Revision 15 is not older than the stuck revision.',
+    });
     const bad = await cli(['upgrade', 'rollback', '--dry-run', '--stale-after', 'soon', '--json']);
     expect(bad.code).toBe(2);
   });

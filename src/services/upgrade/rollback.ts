@@ -85,6 +85,8 @@ export interface CandidateRow extends RevisionSummary {
 export interface RollbackPlan {
   namespace: string;
   release: string;
+  /** The REVISION argument, when one was given. */
+  requestedRevision?: number;
   stuck: RevisionSummary & { ageSeconds?: number };
   target?: RevisionSummary & { synapseVersion?: string; synapseSource?: string; schemaVersion?: number };
   /** Every revision, newest first, with the reason it was or was not chosen. */
@@ -120,6 +122,7 @@ export class RollbackRefusedError extends PreconditionError {
     super(`Refusing to ${describeAction(plan)}:\n${failed.map((c) => `  - ${c.detail}`).join('\n')}`, {
       code: 'ROLLBACK_REFUSED',
       next,
+      details: { plan },
     });
     this.name = 'RollbackRefusedError';
   }
@@ -130,9 +133,12 @@ const DB_QUERY =
   'SELECT (SELECT version FROM schema_version LIMIT 1), (SELECT compat_version FROM schema_compat_version LIMIT 1)';
 
 function describeAction(plan: RollbackPlan): string {
-  return plan.action === 'helm-rollback'
-    ? `roll back ${plan.namespace}/${plan.release} to revision ${plan.target?.revision ?? '?'}`
-    : `mark revision ${plan.stuck.revision} of ${plan.namespace}/${plan.release} failed`;
+  if (plan.action === 'mark-failed')
+    return `mark revision ${plan.stuck.revision} of ${plan.namespace}/${plan.release} failed`;
+  const revision = plan.target?.revision ?? plan.requestedRevision;
+  return revision === undefined
+    ? `roll back ${plan.namespace}/${plan.release} (no revision to return to)`
+    : `roll back ${plan.namespace}/${plan.release} to revision ${revision}`;
 }
 
 /** Whether a hook Job is still doing something (not Complete/Failed, with or waiting for pods). */
@@ -437,6 +443,7 @@ export async function rollbackStuckUpgrade(
   const plan: RollbackPlan = {
     namespace: o.namespace,
     release: o.release,
+    requestedRevision: o.revision,
     stuck: { ...stuck.summary, ageSeconds },
     target: target && {
       ...target.summary,
