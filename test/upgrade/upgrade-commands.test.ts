@@ -251,6 +251,28 @@ describe('ess upgrade history / rollback against the sandbox (stuck release)', (
     expect(bad.code).toBe(2);
   });
 
+  it('a pending revision younger than 1h passes --stale-after 15m but is flagged: helm --wait may still run', async () => {
+    const modifiedAt = Number(releaseSecret(15).metadata.labels?.modifiedAt) * 1000;
+    const at = (ms: number) =>
+      rollbackStuckUpgrade(kube, options(), {
+        reporter: silentReporter,
+        helm: fakeHelm(true),
+        helmOutput: new PassThrough().resume(),
+        confirm: async () => {},
+        now: () => new Date(ms),
+      });
+    const young = await at(modifiedAt + 20 * 60_000);
+    expect(young.stuck.ageSeconds).toBe(20 * 60);
+    const age = young.checks.find((c) => c.id === 'age');
+    expect(age).toMatchObject({ ok: true });
+    expect(age?.detail).toMatch(/unchanged for 20m.*younger than 1h: a `helm upgrade --wait --timeout 1h`/);
+    expect(young.warnings.join('\n')).toMatch(/Revision 15 changed 20m.* ago\. It is younger than 1h/);
+    expect(renderRollbackResult(young)).toMatch(/Stuck revision:\s+15 \(pending-upgrade, .*unchanged for 20m/);
+    const old = await at(modifiedAt + 2 * 3600_000);
+    expect(old.checks.find((c) => c.id === 'age')?.detail).not.toMatch(/younger than 1h/);
+    expect(old.warnings.join('\n')).not.toMatch(/younger than 1h/);
+  });
+
   it('refuses while the ess lock is held, and ignores an expired lease', async () => {
     const leaseRes = sandbox.store.resourceByKind('Lease', 'coordination.k8s.io/v1');
     const spec = (renewMs: number) => ({

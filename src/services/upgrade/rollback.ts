@@ -179,10 +179,20 @@ function checkAge(stuck: DecodedRevision, o: RollbackOptions, now: Date): [Rollb
   }
   const ok = ageMs >= o.staleAfterMs;
   const detail = ok
-    ? `Revision ${r.revision} unchanged for ${formatDuration(ageMs)} (stale after ${limit}).`
+    ? `Revision ${r.revision} unchanged for ${formatDuration(ageMs)} (stale after ${limit}).${ageMs < RUNBOOK_UPGRADE_TIMEOUT_MS ? ` ${YOUNG_WARNING}` : ''}`
     : `Revision ${r.revision} changed ${formatDuration(ageMs)} ago, less than --stale-after ${limit}: helm may still be working.`;
   return [{ id: 'age', ok, severity: 'hard', detail }, ageSeconds];
 }
+
+/**
+ * The runbook upgrades with `helm upgrade --wait --timeout 1h`. While helm waits for the workloads no hook Job runs,
+ * so a pending revision younger than that may still belong to a live helm, whatever --stale-after says.
+ */
+const RUNBOOK_UPGRADE_TIMEOUT_MS = 60 * 60_000;
+
+const YOUNG_WARNING =
+  "It is younger than 1h: a `helm upgrade --wait --timeout 1h` (the runbook's command) may still be running, " +
+  'and no hook Job runs while helm waits. Make sure no helm process is still working on this release.';
 
 async function checkLock(kube: KubeClient, o: RollbackOptions, now: Date): Promise<RollbackCheck> {
   const name = names.essLock(o.release);
@@ -478,6 +488,16 @@ export async function rollbackStuckUpgrade(
   const blocking = failed.filter((c) => c.severity === 'hard' || !o.force);
   if (blocking.length) throw new RollbackRefusedError(plan, blocking, refusalHints(blocking, o, plan));
   const warnings: string[] = [];
+  if (
+    ageCheck.ok &&
+    ageSeconds !== undefined &&
+    ageSeconds * 1000 < RUNBOOK_UPGRADE_TIMEOUT_MS &&
+    PENDING_STATUSES.includes(status)
+  ) {
+    warnings.push(
+      `Revision ${stuck.summary.revision} changed ${formatDuration(ageSeconds * 1000)} ago. ${YOUNG_WARNING}`,
+    );
+  }
   for (const c of failed) {
     plan.forced.push(c.detail);
     warnings.push(`--force: ignoring: ${c.detail}`);
