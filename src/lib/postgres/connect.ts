@@ -28,7 +28,7 @@ export type PgTarget =
       user: string;
       /** Undefined when no Secret holds it: the connection is then tried without one (loopback trust). */
       password?: string;
-      /** Where the password came from (`secret/key`), for messages. Never the password itself. */
+      /** Where the password came from (`secret/key`, or the pod's env), for messages. Never the password itself. */
       passwordSource?: string;
     };
 
@@ -72,7 +72,8 @@ export interface ReadOnlyOptions {
 
 /**
  * Finds the bundled Postgres pod, database, role and password of `component` in a discovered deployment. The
- * password comes from the chart's Secrets in their order of precedence ({@link DATABASE_PASSWORD_SOURCES}).
+ * password comes from the chart's Secrets in their order of precedence ({@link DATABASE_PASSWORD_SOURCES}), else
+ * from the Postgres container's environment when it bootstraps that role (operator flavour).
  * Throws a PreconditionError (exit 4) when the deployment has no bundled database for the component.
  */
 export async function resolveBundledTarget(
@@ -109,16 +110,50 @@ export async function resolveBundledTarget(
       break;
     }
   }
+  const user = db.owner ?? `${db.name}_user`;
+  if (!password) {
+    const fromEnv = await passwordFromPodEnv(kube, deployment.namespace, pg.pod, pg.container, user);
+    password = fromEnv?.password;
+    passwordSource = fromEnv?.source;
+  }
   return {
     kind: 'pod',
     namespace: deployment.namespace,
     pod: pg.pod,
     port: POSTGRES_PORT,
     database: db.name,
-    user: db.owner ?? `${db.name}_user`,
+    user,
     password,
     passwordSource,
   };
+}
+
+type EnvVar = { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } };
+
+/**
+ * The password of `user` from the Postgres container's own environment: when its bootstrap role POSTGRES_USER is
+ * `user`, POSTGRES_PASSWORD (a value, or a secretKeyRef that is then read). This is how the operator-based ESS
+ * passes the installer's Secret to its Postgres (the deployment reference reads user and database from the same
+ * environment); the chart's Postgres bootstraps `postgres` instead, so it never matches there.
+ */
+async function passwordFromPodEnv(
+  kube: KubeClient,
+  namespace: string,
+  podName: string,
+  containerName: string,
+  user: string,
+): Promise<{ password: string; source: string } | undefined> {
+  const pod = await kube.get<Pod>('Pod', namespace, podName);
+  const env = (pod?.spec.containers.find((c) => c.name === containerName)?.env ?? []) as EnvVar[];
+  if (env.find((e) => e.name === 'POSTGRES_USER')?.value !== user) return undefined;
+  const entry = env.find((e) => e.name === 'POSTGRES_PASSWORD');
+  if (entry?.value) return { password: entry.value, source: `pod/${podName} env POSTGRES_PASSWORD` };
+  const ref = entry?.valueFrom?.secretKeyRef;
+  if (!ref) return undefined;
+  const value = (await kube.get<Secret>('Secret', namespace, ref.name))?.data?.[ref.key];
+  return value
+    ? { password: Buffer.from(value, 'base64').toString('utf8'), source: `${ref.name}/${ref.key}` }
+    : undefined;
 }
 
 /** `postgres://user:secret@host/db` → `postgres://user:***@host/db` (for messages). */

@@ -465,10 +465,10 @@ export async function runMau(options: MauOptions, deps: MauDeps): Promise<MauRes
     target = await resolveBundledTarget(kube, deployment, 'synapse');
     if (!target.password) {
       deps.reporter.warn(
-        `No password for ${target.user} found in the chart's Secrets; trying without one (loopback trust).`,
+        `No password for ${target.user} found in the chart's Secrets or the Postgres container's environment; trying without one (loopback trust).`,
       );
     } else {
-      deps.reporter.debug(`password of ${target.user} from Secret ${target.passwordSource}`);
+      deps.reporter.debug(`password of ${target.user} from ${target.passwordSource}`);
     }
   }
   const connection = await openPostgres(target, { kube, applicationName: 'ess mau', signal: deps.signal });
