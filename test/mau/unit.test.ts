@@ -7,7 +7,13 @@ import type { Deployment } from '../../src/lib/deployment/model.js';
 import { EssError } from '../../src/lib/errors.js';
 import type { KubeClient } from '../../src/lib/kube/client.js';
 import type { KubeObject, Secret } from '../../src/lib/kube/types.js';
-import { describePgError, redactUrl, resolveBundledTarget } from '../../src/lib/postgres/connect.js';
+import {
+  connectionAttempts,
+  describePgError,
+  redactUrl,
+  resolveBundledTarget,
+  sslModeOf,
+} from '../../src/lib/postgres/connect.js';
 import { monthRange, parseDay, parseMonth, rollingWindow } from '../../src/services/mau/periods.js';
 import { CSV_COLUMNS, renderMauCsv, renderMauText } from '../../src/services/mau/render.js';
 import { chooseMonthsStrategy, definitionOf, type MauResult, planMau } from '../../src/services/mau/report.js';
@@ -279,5 +285,41 @@ describe('resolveBundledTarget (in-memory fake KubeClient)', () => {
       code: 'NO_BUNDLED_DATABASE',
       exitCode: 4,
     });
+  });
+});
+
+describe('sslmode (libpq semantics)', () => {
+  const url = 'postgres://u:p@db.example:5432/synapse';
+  const modes = (u: string, env: NodeJS.ProcessEnv = {}) =>
+    connectionAttempts(u, env).map((a) => [
+      new URL(a).searchParams.get('sslmode'),
+      new URL(a).searchParams.get('uselibpqcompat'),
+    ]);
+
+  it('defaults to prefer (TLS, then plain); $PGSSLMODE and ssl=true are honoured; the URL wins', () => {
+    expect(sslModeOf(url, {})).toBe('prefer');
+    expect(modes(url)).toEqual([
+      ['require', 'true'],
+      ['disable', 'true'],
+    ]);
+    expect(sslModeOf(url, { PGSSLMODE: 'verify-full' })).toBe('verify-full');
+    expect(sslModeOf(`${url}?ssl=true`, {})).toBe('require');
+    expect(sslModeOf(`${url}?sslmode=disable`, { PGSSLMODE: 'require' })).toBe('disable');
+    expect(modes(`${url}?sslmode=allow`)).toEqual([
+      ['disable', 'true'],
+      ['require', 'true'],
+    ]);
+    expect(modes(`${url}?sslmode=require`)).toEqual([['require', 'true']]);
+  });
+
+  it('an unknown sslmode, or verify-ca without sslrootcert, is a usage error', () => {
+    for (const u of [`${url}?sslmode=no-verify`, `${url}?sslmode=verify-ca`]) {
+      expect(() => connectionAttempts(u, {})).toThrow(EssError);
+      try {
+        connectionAttempts(u, {});
+      } catch (error) {
+        expect(error).toMatchObject({ code: 'BAD_DATABASE_URL', exitCode: 2 });
+      }
+    }
   });
 });

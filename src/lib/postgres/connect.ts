@@ -178,9 +178,11 @@ function badUrl(message: string, next: string[] = ['Use the form postgres://USER
   return new EssError(message, { exitCode: ExitCode.USAGE, code: 'BAD_DATABASE_URL', next });
 }
 
-/** The URL's sslmode, else $PGSSLMODE, else libpq's default `prefer`. */
+/** The URL's sslmode (`ssl=true`, node-postgres' own flag, counts as `require`), else $PGSSLMODE, else `prefer`. */
 export function sslModeOf(url: string, env: NodeJS.ProcessEnv = process.env): SslMode {
-  const value = new URL(url).searchParams.get('sslmode') ?? env.PGSSLMODE ?? 'prefer';
+  const params = new URL(url).searchParams;
+  const legacy = ['true', '1'].includes(params.get('ssl') ?? '') ? 'require' : undefined;
+  const value = params.get('sslmode') ?? legacy ?? env.PGSSLMODE ?? 'prefer';
   if (!(SSL_MODES as readonly string[]).includes(value)) {
     throw badUrl(`sslmode=${value} is not a libpq SSL mode.`, [`Use one of: ${SSL_MODES.join(', ')}`]);
   }
