@@ -85,7 +85,9 @@ describe('ess mau on the sandbox', () => {
     sb.faults.addApiFault({ verb: 'get', resource: 'pods', name: 'ess-postgres-0', status: 404, times: 1 });
     const r = await runCli(['mau', ...sandboxFlags(sb), '--json']);
     expect(r.code).toBe(4);
-    expect(JSON.parse(r.stdout).error).toMatchObject({ code: 'POSTGRES_NOT_RUNNING' });
+    const error = JSON.parse(r.stdout).error;
+    expect(error).toMatchObject({ code: 'POSTGRES_NOT_RUNNING' });
+    expect(error.next.join('\n')).toContain(`ess start -n ${sb.namespace}`);
   });
 
   it('a port-forward cut mid-connection fails with exit 1 and says what to check', async () => {

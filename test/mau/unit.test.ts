@@ -262,6 +262,7 @@ describe('resolveBundledTarget (in-memory fake KubeClient)', () => {
     expect(await resolveBundledTarget(fake(generated), deployment('ess-generated'), 'synapse')).toEqual({
       kind: 'pod',
       namespace: 'ess',
+      release: 'ess',
       pod: 'ess-postgres-0',
       port: 5432,
       database: 'synapse',

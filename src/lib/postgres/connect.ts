@@ -10,6 +10,7 @@ import {
   names,
   POSTGRES_PORT,
   postgresSecretName,
+  targetFlags,
 } from '../deployment/components.js';
 import type { Deployment } from '../deployment/model.js';
 import { EssError, ExitCode, InterruptedError, PreconditionError } from '../errors.js';
@@ -22,6 +23,8 @@ export type PgTarget =
   | {
       kind: 'pod';
       namespace: string;
+      /** Helm release of the deployment (for next steps); undefined for the operator flavour. */
+      release?: string;
       pod: string;
       port: number;
       database: string;
@@ -119,6 +122,7 @@ export async function resolveBundledTarget(
   return {
     kind: 'pod',
     namespace: deployment.namespace,
+    release: deployment.flavour === 'matrix-stack' ? deployment.release : undefined,
     pod: pg.pod,
     port: POSTGRES_PORT,
     database: db.name,
@@ -255,7 +259,10 @@ async function ensurePodRunning(kube: KubeClient, target: Extract<PgTarget, { ki
       `The Postgres pod ${target.namespace}/${target.pod} is ${pod ? `not ready (phase ${pod.status?.phase ?? 'unknown'})` : 'not running'}.`,
       {
         code: 'POSTGRES_NOT_RUNNING',
-        next: [`Check it: kubectl get pod -n ${target.namespace} ${target.pod}`, 'Start the deployment: ess start'],
+        next: [
+          `Check it: kubectl get pod -n ${target.namespace} ${target.pod}`,
+          `Start it if ess stopped it: ess start ${targetFlags(target.namespace, target.release)}`,
+        ],
       },
     );
   }
