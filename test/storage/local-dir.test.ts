@@ -135,7 +135,67 @@ describe('local directory store on a full disk', () => {
   });
 });
 
+describe('local directory checks and file system errors', () => {
+  /** The rejection of `promise`, which must be an EssError. */
+  async function failure(promise: Promise<unknown>): Promise<EssError> {
+    const error = await promise.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(EssError);
+    return error as EssError;
+  }
+
+  it('Given a writable place, when checked, then a dry-run creates nothing and a real check creates the directory', async () => {
+    const target = join(dir, 'checked', 'a', 'b');
+    await new LocalDirStore(target).check({ create: false });
+    await expect(stat(join(dir, 'checked'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await readdir(dir)).filter((n) => n.startsWith('.ess-probe'))).toEqual([]);
+    await new LocalDirStore(target).check({ create: true });
+    expect((await stat(target)).mode & 0o777).toBe(0o700);
+    expect(await readdir(target)).toEqual([]);
+  });
+
+  it('Given a file, a path below a file or an unwritable place, when checked, then it is a precondition with a next step', async () => {
+    const file = join(dir, 'afile');
+    await writeFile(file, 'hi\n');
+    for (const target of [file, join(file, 'sub'), '/sys/kernel/ess-x', '/proc/ess-x/y']) {
+      for (const create of [false, true]) {
+        const error = await failure(new LocalDirStore(target).check({ create }));
+        expect(error.exitCode, `${target} ${create}`).toBe(4);
+        expect(error.code).toBe('DESTINATION_UNUSABLE');
+        expect(error.message).toContain(target);
+        expect(error.next.join(' '), `${target} ${create}`).toMatch(/-o\/--output/);
+      }
+    }
+    expect(await readFile(file, 'utf8')).toBe('hi\n');
+  });
+
+  it('Given a file as the directory, when listed, read or deleted from, then a precondition error names it', async () => {
+    const file = join(dir, 'afile2');
+    await writeFile(file, 'hi\n');
+    const store = new LocalDirStore(file);
+    for (const action of [store.list(), store.stat('x.tar'), store.delete('x.tar')]) {
+      const error = await failure(action);
+      expect(error.exitCode).toBe(4);
+      expect(error.message).toMatch(/ENOTDIR/);
+      expect(error.next).toEqual([`${file} (or one of its parents) is a file: pass a directory with -o/--output`]);
+    }
+  });
+});
+
 describe('stream sink', () => {
+  it('Given a terminal, when checked, then it is refused before anything is written; a pipe is accepted', async () => {
+    const output = new PassThrough();
+    const error = await new StreamSink(output, 'stdout', () => true).check().catch((e: unknown) => e);
+    expect(error).toMatchObject({ exitCode: 4, code: 'STDOUT_IS_TTY' });
+    expect((error as EssError).next.join(' ')).toContain('ess backup -o - > ');
+    await new StreamSink(output).check();
+    await expect(new StreamSink(Object.assign(new PassThrough(), { isTTY: true })).check()).rejects.toMatchObject({
+      code: 'STDOUT_IS_TTY',
+    });
+  });
+
   it('Given stdout-like output, when a backup is written, then the bytes arrive and the output stays open', async () => {
     const output = new PassThrough();
     const received = collect(output);

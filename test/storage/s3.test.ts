@@ -89,6 +89,28 @@ describe('S3 location parsing', () => {
 });
 
 describe('S3 store against s3rver', () => {
+  it('Given a missing bucket or an endpoint nobody listens on, when checked, then a precondition says what to fix', async () => {
+    await store().check();
+    const noBucket = await store({ url: 's3://nobucket/ess' })
+      .check()
+      .catch((e: unknown) => e as EssError);
+    expect(noBucket).toMatchObject({ exitCode: 4, code: 'DESTINATION_UNUSABLE' });
+    expect(noBucket?.message).toMatch(/NoSuchBucket/);
+    expect(noBucket?.next).toEqual(['Create the bucket first, or fix the bucket name in --s3']);
+    const closed = await startS3rver();
+    const closedEndpoint = closed.endpoint;
+    await closed.server.close();
+    for (const endpointThere of [closedEndpoint, closedEndpoint.replace('127.0.0.1', 'localhost')]) {
+      const refused = await store({ endpoint: endpointThere })
+        .check()
+        .catch((e: unknown) => e as EssError);
+      expect(refused, endpointThere).toMatchObject({ exitCode: 4, code: 'DESTINATION_UNUSABLE' });
+      expect(refused?.message).toMatch(/ECONNREFUSED/);
+      expect(refused?.next.join(' ')).toMatch(/Check --s3-endpoint/);
+      expect(refused?.next.join(' ')).not.toMatch(/checksum/);
+    }
+  });
+
   it('Given a 13 MiB body, when put, then it is uploaded in 3 parts and reads back identical', async () => {
     const debug: string[] = [];
     const s3 = store({}, debug);

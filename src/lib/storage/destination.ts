@@ -17,6 +17,8 @@ export interface DestinationOptions {
   s3ChecksumMode?: S3ChecksumMode;
   /** Where `-` writes; default process.stdout. */
   stdout?: Writable;
+  /** Whether that output is a terminal (refused); default: its isTTY. */
+  stdoutIsTerminal?: () => boolean;
   /** Per-request S3 debug lines. */
   debug?: (message: string) => void;
 }
@@ -29,7 +31,8 @@ function usage(message: string): EssError {
 export function openBackupSink(options: DestinationOptions): BackupSink {
   if (options.output === '-') {
     if (options.s3) throw usage('Use either -o/--output or --s3, not both.');
-    return new StreamSink(options.stdout ?? process.stdout);
+    const stdout = options.stdout ?? process.stdout;
+    return new StreamSink(stdout, 'stdout', options.stdoutIsTerminal);
   }
   return openBackupStore(options);
 }

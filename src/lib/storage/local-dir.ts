@@ -3,12 +3,20 @@
  * `<name>` only when complete; a failed write removes the partial file, so a complete-looking file is always a
  * complete archive.
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { backupExistsError, backupNotFoundError, storeWriteError } from './errors.js';
+import {
+  backupExistsError,
+  backupNotFoundError,
+  type CheckOptions,
+  localFsNextSteps,
+  localStoreError,
+  storeWriteError,
+} from './errors.js';
 import {
   assertObjectName,
   type BackupStore,
@@ -49,6 +57,11 @@ async function applyPatch(path: string, patch: { offset: number; bytes: Uint8Arr
   } finally {
     await handle.close();
   }
+}
+
+function fsError(code: string, path: string): NodeJS.ErrnoException {
+  const message = code === 'ENOTDIR' ? 'not a directory' : 'no such file or directory';
+  return Object.assign(new Error(`${code}: ${message}, ${path}`), { code, path });
 }
 
 function isMissing(error: unknown): boolean {
@@ -106,8 +119,38 @@ export class LocalDirStore implements BackupStore, PatchableSink {
       if (createdPartial) await unlink(partial).catch(() => {});
       if (bodyError !== undefined) throw bodyError;
       if ((error as { code?: string }).code === 'BACKUP_EXISTS' || options.signal?.aborted) throw error;
-      const full = (error as NodeJS.ErrnoException).code === 'ENOSPC';
-      throw storeWriteError(final, error, full ? [`Free space in ${this.location} or choose another destination`] : []);
+      throw storeWriteError(final, error, localFsNextSteps(error, this.location));
+    }
+  }
+
+  /**
+   * The directory must be a directory, exist or be creatable, and be writable: it is probed by creating and removing
+   * a temporary file. With `create` the directory is created first; without (dry-run), the probe goes to the nearest
+   * existing ancestor, so nothing is left changed.
+   */
+  async check(options: CheckOptions): Promise<void> {
+    try {
+      // The nearest existing ancestor, and the directories to create below it (not mkdir's `recursive`, which
+      // loops forever on some file systems such as /proc).
+      let dir = this.location;
+      const missing: string[] = [];
+      while (!(await this.exists(dir))) {
+        if (dirname(dir) === dir) throw fsError('ENOENT', dir);
+        missing.unshift(dir);
+        dir = dirname(dir);
+      }
+      if (options.create) {
+        if (missing.length > 0 && !(await stat(dir)).isDirectory()) throw fsError('ENOTDIR', dir);
+        for (const path of missing) await mkdir(path, { mode: 0o700 });
+        dir = this.location;
+      }
+      if (!(await stat(dir)).isDirectory()) throw fsError('ENOTDIR', dir);
+      const probe = join(dir, `.ess-probe-${randomBytes(6).toString('hex')}`);
+      const handle = await open(probe, 'wx', 0o600);
+      await handle.close();
+      await unlink(probe);
+    } catch (error) {
+      throw localStoreError('write to', this.location, error);
     }
   }
 
@@ -117,7 +160,7 @@ export class LocalDirStore implements BackupStore, PatchableSink {
       names = await readdir(this.location);
     } catch (error) {
       if (isMissing(error)) return [];
-      throw error;
+      throw localStoreError('list', this.location, error);
     }
     const objects: StoredObject[] = [];
     for (const name of names) {
@@ -134,7 +177,7 @@ export class LocalDirStore implements BackupStore, PatchableSink {
       return info.isFile() ? { name, size: info.size, modifiedAt: info.mtime } : undefined;
     } catch (error) {
       if (isMissing(error)) return undefined;
-      throw error;
+      throw localStoreError('read', this.location, error);
     }
   }
 
@@ -154,7 +197,7 @@ export class LocalDirStore implements BackupStore, PatchableSink {
 
   async delete(name: string): Promise<void> {
     await unlink(this.path(name)).catch((error: unknown) => {
-      if (!isMissing(error)) throw error;
+      if (!isMissing(error)) throw localStoreError('delete from', this.location, error);
     });
   }
 

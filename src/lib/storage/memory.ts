@@ -18,6 +18,8 @@ export class MemoryStore implements BackupStore {
     this.location = `memory://${name}`;
   }
 
+  async check(): Promise<void> {}
+
   async put(name: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
     assertObjectName(name);
     if (this.objects.has(name)) {

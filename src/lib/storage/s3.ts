@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline, Transform, type TransformCallback } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { EssError, ExitCode } from '../errors.js';
+import { EssError, ExitCode, PreconditionError } from '../errors.js';
 import { backupExistsError, backupNotFoundError, storeWriteError } from './errors.js';
 import { assertObjectName, type BackupStore, type PutOptions, type PutResult, type StoredObject } from './store.js';
 
@@ -95,15 +95,53 @@ function describeAwsError(error: unknown): string {
   return `${e?.name ?? 'Error'}: ${e?.message || e?.code || 'request failed'}${status ? ` (HTTP ${status})` : ''}`;
 }
 
-function nextStepsFor(error: unknown): string[] {
+/** The errno-like code of a network failure, which the SDK may wrap (AggregateError, cause). */
+function networkCode(error: unknown): string | undefined {
+  const seen = new Set<unknown>();
+  const queue = [error];
+  while (queue.length) {
+    const e = queue.shift() as (AwsError & { cause?: unknown; errors?: unknown[] }) | undefined;
+    if (!e || typeof e !== 'object' || seen.has(e)) continue;
+    seen.add(e);
+    if (typeof e.code === 'string' && /^E[A-Z_]+$/.test(e.code)) return e.code;
+    queue.push(e.cause, ...(Array.isArray(e.errors) ? e.errors : []));
+  }
+  return undefined;
+}
+
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'ECONNRESET',
+]);
+
+function nextStepsFor(error: unknown, checksumMode: S3ChecksumMode = 'WHEN_REQUIRED'): string[] {
   const e = error as AwsError;
   const status = e?.$metadata?.httpStatusCode;
   if (status === 401 || status === 403 || e?.name === 'CredentialsProviderError') {
     return ['Check the AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) and bucket policy'];
   }
   if (e?.name === 'NoSuchBucket') return ['Create the bucket first, or fix the bucket name in --s3'];
-  if (e?.code === 'ECONNREFUSED' || e?.code === 'ENOTFOUND') return ['Check --s3-endpoint and that the server runs'];
-  return ['If the server is not AWS, try --s3-checksum-mode WHEN_REQUIRED and --s3-endpoint'];
+  const network = networkCode(error);
+  if (network && UNREACHABLE.has(network)) {
+    return ['Check --s3-endpoint (scheme, host and port) and that the S3 server runs and is reachable'];
+  }
+  if (checksumMode === 'WHEN_SUPPORTED') {
+    return ['If the server is not AWS, use the default --s3-checksum-mode WHEN_REQUIRED', 'Check --s3-endpoint'];
+  }
+  return ['Check --s3-endpoint and --s3-region, and that the server speaks the S3 API'];
+}
+
+function describeError(error: unknown): string {
+  const e = error as AwsError;
+  const network = networkCode(error);
+  return network && !e?.$metadata?.httpStatusCode && !e?.message?.includes(network)
+    ? `${describeAwsError(error)} (${network})`
+    : describeAwsError(error);
 }
 
 /** See the module comment. */
@@ -210,8 +248,8 @@ export class S3Store implements BackupStore {
       if (bodyError !== undefined || (error as { code?: string }).code === 'BACKUP_EXISTS' || options.signal?.aborted) {
         throw primary;
       }
-      throw storeWriteError(location, new Error(describeAwsError(error), { cause: error }), [
-        ...nextStepsFor(error),
+      throw storeWriteError(location, new Error(describeError(error), { cause: error }), [
+        ...nextStepsFor(error, this.options.checksumMode),
         ...(abortProblem ? [abortProblem] : []),
       ]);
     } finally {
@@ -230,6 +268,23 @@ export class S3Store implements BackupStore {
       return undefined;
     } catch (error) {
       return `Could not abort multipart upload ${uploadId} of s3://${this.bucket}/${key} (${describeAwsError(error)}); its parts may remain: abort it (aws s3api abort-multipart-upload) or add an AbortIncompleteMultipartUpload lifecycle rule`;
+    }
+  }
+
+  /** One cheap request (ListObjectsV2, MaxKeys 1, under the prefix): the endpoint answers and the bucket exists. */
+  async check(): Promise<void> {
+    const { ListObjectsV2Command } = await import('@aws-sdk/client-s3');
+    const client = await this.client();
+    try {
+      await client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix ? `${this.prefix}/` : '', MaxKeys: 1 }),
+      );
+    } catch (error) {
+      throw new PreconditionError(`Cannot use ${this.location}: ${describeError(error)}.`, {
+        code: 'DESTINATION_UNUSABLE',
+        cause: error,
+        next: nextStepsFor(error, this.options.checksumMode),
+      });
     }
   }
 
@@ -308,10 +363,10 @@ export class S3Store implements BackupStore {
   }
 
   private requestError(action: string, location: string, error: unknown): EssError {
-    return new EssError(`Could not ${action} ${location}: ${describeAwsError(error)}.`, {
+    return new EssError(`Could not ${action} ${location}: ${describeError(error)}.`, {
       code: 'S3_REQUEST_FAILED',
       cause: error,
-      next: nextStepsFor(error),
+      next: nextStepsFor(error, this.options.checksumMode),
     });
   }
 }

@@ -3,6 +3,7 @@
  * restore services never branch on the kind of destination.
  */
 import type { Readable } from 'node:stream';
+import type { CheckOptions } from './errors.js';
 
 /** One stored object (a backup archive). */
 export interface StoredObject {
@@ -48,6 +49,11 @@ export interface BackupSink {
    * - refuses to overwrite an existing object (EssError BACKUP_EXISTS).
    */
   put(name: string, body: Readable, options?: PutOptions): Promise<PutResult>;
+  /**
+   * Checks, before anything changes, that a backup can be written here (a local directory exists or can be created
+   * and is writable; the S3 bucket answers; stdout is not a terminal). Throws PreconditionError with next steps.
+   */
+  check(options: CheckOptions): Promise<void>;
 }
 
 /** A sink that can overwrite bytes it already stored before the object becomes visible (a local file). */

@@ -2,6 +2,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { PreconditionError } from '../errors.js';
 import { storeWriteError } from './errors.js';
 import type { BackupSink, PutOptions, PutResult } from './store.js';
 
@@ -19,10 +20,27 @@ class ByteCounter extends Transform {
  * write makes ess exit non-zero.
  */
 export class StreamSink implements BackupSink {
+  /**
+   * @param isTerminal whether `output` is a terminal (default: its `isTTY`); an archive is never written to one.
+   */
   constructor(
     private readonly output: Writable,
     readonly location = 'stdout',
+    private readonly isTerminal: () => boolean = () => (output as { isTTY?: boolean }).isTTY === true,
   ) {}
+
+  /** Refuses a terminal: the archive is binary and holds Secrets (passwords) in the clear unless encrypted. */
+  async check(): Promise<void> {
+    if (this.isTerminal()) {
+      throw new PreconditionError(
+        `${this.location} is a terminal: -o - writes the binary archive (with Secrets) there.`,
+        {
+          code: 'STDOUT_IS_TTY',
+          next: ['Redirect or pipe it: ess backup -o - > ess-backup.tar (or | ssh host "cat > ess-backup.tar")'],
+        },
+      );
+    }
+  }
 
   async put(name: string, body: Readable, options: PutOptions = {}): Promise<PutResult> {
     const counter = new ByteCounter();
