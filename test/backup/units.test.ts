@@ -6,6 +6,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseRecipient } from '../../src/lib/crypto/age.js';
 import type { MediaInfo } from '../../src/lib/deployment/model.js';
 import { MemoryStore } from '../../src/lib/storage/memory.js';
 import { decodeSavedObject, encodeSavedObject, type SavedObject } from '../../src/services/backup/collect-config.js';
@@ -18,6 +19,7 @@ import {
 import { renderMetrics, writeMetricsFile } from '../../src/services/backup/metrics.js';
 import { applyRetention, planRetention } from '../../src/services/backup/retention.js';
 import { removeDir, tempDir } from '../archive/helpers.js';
+import { repoRoot } from '../helpers/cli.js';
 
 const DAY = 86_400_000;
 
@@ -200,5 +202,24 @@ describe('Secret and ConfigMap members', () => {
     };
     expect(decodeSavedObject(encodeSavedObject(cm).toString())).toEqual(cm);
     expect(() => decodeSavedObject('kind: Pod\n')).toThrow();
+  });
+});
+
+describe('age recipients in the documentation', () => {
+  it('every age1… recipient in docs/ and README.md parses (bech32 checksum included)', async () => {
+    const files = [
+      join(repoRoot, 'README.md'),
+      ...(await readdir(join(repoRoot, 'docs'))).filter((n) => n.endsWith('.md')).map((n) => join(repoRoot, 'docs', n)),
+      ...(await readdir(join(repoRoot, 'docs', 'commands'))).map((n) => join(repoRoot, 'docs', 'commands', n)),
+    ];
+    const found: string[] = [];
+    for (const file of files) {
+      const text = await readFile(file, 'utf8').catch(() => '');
+      for (const match of text.matchAll(/\bage1[0-9a-z]+/g)) {
+        found.push(match[0]);
+        expect(() => parseRecipient(match[0]), `${file}: ${match[0]}`).not.toThrow();
+      }
+    }
+    expect(found.length).toBeGreaterThanOrEqual(3);
   });
 });

@@ -1,17 +1,22 @@
 /**
- * `ess backup` variants against the sandbox (exec protocol v5): the snapshot fallback (dump while stopped), an
- * external database dumped with local tools (--database-url), the archive streamed to stdout with a passphrase, and
- * media read through a helper pod when the Synapse container has no tar. The built CLI runs as a child process
- * (requires `npm run build`).
+ * `ess backup` variants against the sandbox (exec protocol v5): bad inputs refused in step 1 before anything is
+ * scaled (destination, recipients, stdout on a terminal, Postgres stopped), the spool free-space warning, the
+ * snapshot fallback (dump while stopped), an external database dumped with local tools (--database-url), the archive
+ * streamed to stdout with a passphrase, and media read through a helper pod when the Synapse container has no tar.
+ * The built CLI runs as a child process (requires `npm run build`).
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readArchive } from '../../src/lib/archive/reader.js';
 import { openArchiveStream } from '../../src/lib/archive/transfer.js';
+import { connectKube } from '../../src/lib/kube/load.js';
+import { silentReporter } from '../../src/lib/output/log.js';
 import { type Sandbox, startSandbox } from '../../src/sandbox/index.js';
 import type { KubeObject } from '../../src/sandbox/types.js';
+import { createBackup } from '../../src/services/backup/create.js';
 import { collect, removeDir, tempDir } from '../archive/helpers.js';
 import { runCli, sandboxFlags } from '../helpers/cli.js';
 import {
@@ -23,8 +28,18 @@ import {
   readManifestFile,
   replicaCounts,
   runCliToFile,
+  WRITERS,
   waitFor,
 } from './helpers.js';
+
+/** A local TCP port nobody listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 describe('ess backup variants (exec v5)', () => {
   let sandbox: Sandbox;
@@ -42,6 +57,76 @@ describe('ess backup variants (exec v5)', () => {
   afterAll(async () => {
     await sandbox?.stop();
     await removeDir(dir);
+  });
+
+  /** Runs `fn` and returns the writers that were scaled to 0 meanwhile (none when step 1 refused the run). */
+  async function scaledDuring(fn: () => Promise<void>): Promise<string[]> {
+    const scaled = new Set<string>();
+    const stop = sandbox.store.subscribe((e) => {
+      const replicas = (e.object.spec as { replicas?: number } | undefined)?.replicas;
+      if (WRITERS.includes(e.object.metadata.name) && replicas === 0) scaled.add(e.object.metadata.name);
+    });
+    try {
+      await fn();
+    } finally {
+      stop();
+    }
+    return [...scaled];
+  }
+
+  it('refuses an unusable destination or recipient in step 1, also with --dry-run, before anything is scaled', async () => {
+    const file = join(dir, 'afile');
+    await writeFile(file, 'hi\n');
+    const port = await closedPort();
+    const cases: { args: string[]; message: RegExp; next: RegExp }[] = [
+      { args: ['-o', file], message: /Cannot write to the local backup directory .*ENOTDIR/, next: /is a file/ },
+      { args: ['-o', join(file, 'sub')], message: /ENOTDIR/, next: /is a file/ },
+      { args: ['-o', '/sys/kernel/ess-x'], message: /EPERM|EACCES|EROFS/, next: /permissions|read-only/ },
+      {
+        args: ['--s3', 's3://nobucket/ess', '--s3-endpoint', `http://127.0.0.1:${port}`],
+        message: /Cannot use s3:\/\/nobucket\/ess: .*ECONNREFUSED/,
+        next: /Check --s3-endpoint/,
+      },
+      {
+        args: ['-o', join(dir, 'never'), '--encrypt-to', 'age1notavalidkey'],
+        message: /Invalid age recipient "age1notavalidkey"/,
+        next: /age-keygen/,
+      },
+    ];
+    for (const c of cases) {
+      for (const dryRun of [[], ['--dry-run']]) {
+        let result!: Awaited<ReturnType<typeof runCli>>;
+        const scaled = await scaledDuring(async () => {
+          result = await runCli(['backup', ...flags, ...c.args, ...dryRun], {
+            env: { AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'x', AWS_MAX_ATTEMPTS: '1' },
+          });
+        });
+        const what = `${c.args.join(' ')} ${dryRun.join(' ')}\n${describeRun(result)}`;
+        expect(result.code, what).toBe(4);
+        expect(result.stderr, what).toMatch(c.message);
+        expect(result.stderr, what).toMatch(new RegExp(`Next steps:\n  - .*${c.next.source}`));
+        expect(result.stderr, what).not.toMatch(/bug in ess/);
+        expect(scaled, what).toEqual([]);
+      }
+    }
+    expect(await readFile(file, 'utf8')).toBe('hi\n');
+    await expect(readdir(join(dir, 'never'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expectWorkloadsBack(sandbox, before);
+  });
+
+  it('-o - refuses a terminal before anything is scaled', async () => {
+    const kube = await connectKube({ kubeconfig: sandbox.kubeconfigPath });
+    let error: unknown;
+    const scaled = await scaledDuring(async () => {
+      error = await createBackup(
+        { namespace: 'ess', release: 'ess', output: '-', essVersion: 'test' },
+        { kube, reporter: silentReporter, stdoutIsTerminal: () => true },
+      ).catch((e: unknown) => e);
+    });
+    expect(error).toMatchObject({ code: 'STDOUT_IS_TTY', exitCode: 4 });
+    expect((error as { next: string[] }).next.join(' ')).toContain('ess backup -o - > ');
+    expect(scaled).toEqual([]);
+    expectWorkloadsBack(sandbox, before);
   });
 
   it('falls back to dumping while stopped when no snapshot can be exported', async () => {

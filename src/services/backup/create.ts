@@ -92,6 +92,8 @@ export interface BackupDeps {
   retry?: RetryOptions;
   /** Where `-o -` writes (default process.stdout). */
   stdout?: Writable;
+  /** Whether that stdout is a terminal, which `-o -` refuses (default: its isTTY). */
+  stdoutIsTerminal?: () => boolean;
   /** scrypt work factor for passphrase encryption (tests only). */
   scryptWorkFactor?: number;
 }

@@ -7,7 +7,7 @@ import { constants as fsConstants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { formatArchiveName } from '../../lib/archive/naming.js';
 import type { ArchiveKeys } from '../../lib/archive/transfer.js';
-import type { AgeEncryptOptions } from '../../lib/crypto/age.js';
+import { type AgeEncryptOptions, validateAgeEncryptOptions } from '../../lib/crypto/age.js';
 import { readIdentityFile, readPassphraseFile } from '../../lib/crypto/keys.js';
 import { discoverDeployment } from '../../lib/deployment/discover.js';
 import type { Deployment } from '../../lib/deployment/model.js';
@@ -80,6 +80,8 @@ export async function prepareBackup(options: BackupOptions, deps: BackupDeps, cr
   } else if ((options.encryptTo?.length ?? 0) > 0) {
     encryption = { recipients: options.encryptTo };
   }
+  // Every recipient parses now, not when the archive is written after the downtime.
+  if (encryption) validateAgeEncryptOptions(encryption);
   for (const path of options.identityFiles ?? []) parentKeys.identities!.push(...(await readIdentityFile(path)));
   const sink = openBackupSink({
     output: options.output,
@@ -88,8 +90,11 @@ export async function prepareBackup(options: BackupOptions, deps: BackupDeps, cr
     s3Region: options.s3Region,
     s3ChecksumMode: options.s3ChecksumMode,
     stdout: deps.stdout,
+    stdoutIsTerminal: deps.stdoutIsTerminal,
     debug: (line) => reporter.debug(line),
   });
+  // An unusable destination fails here, before anything is scaled (a dry-run creates nothing).
+  await sink.check({ create: !options.dryRun });
   const store = isBackupStore(sink) ? sink : undefined;
 
   const deployment = await discoverDeployment(kube, { namespace: options.namespace, release: options.release });
