@@ -5,6 +5,7 @@
  * streamed to stdout with a passphrase, and media read through a helper pod when the Synapse container has no tar.
  * The built CLI runs as a child process (requires `npm run build`).
  */
+import { spawnSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -126,6 +127,42 @@ describe('ess backup variants (exec v5)', () => {
     expect(error).toMatchObject({ code: 'STDOUT_IS_TTY', exitCode: 4 });
     expect((error as { next: string[] }).next.join(' ')).toContain('ess backup -o - > ');
     expect(scaled).toEqual([]);
+    expectWorkloadsBack(sandbox, before);
+  });
+
+  it('warns about a short spool before the run starts, in the dry-run plan and on stderr', async (ctx) => {
+    const spool = join(dir, 'tiny-spool');
+    await mkdir(spool);
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=300k', 'tmpfs', spool]);
+    ctx.skip(mounted.status !== 0, `cannot mount a tmpfs here (${mounted.stderr.toString().trim() || 'not root'})`);
+    try {
+      const dry = await runCli(['backup', ...flags, '-o', join(dir, 'spool-out'), '--spool-dir', spool, '--dry-run']);
+      expect(dry.code, describeRun(dry)).toBe(0);
+      expect(dry.stderr).toMatch(/Only .* free in the spool directory .*tiny-spool for dumps of databases of/);
+      const json = await runCli([
+        'backup',
+        ...flags,
+        '-o',
+        join(dir, 'spool-out'),
+        '--spool-dir',
+        spool,
+        '--dry-run',
+        '--json',
+      ]);
+      const plan = JSON.parse(json.stdout);
+      expect(plan.warnings.join('\n')).toMatch(/Only .* free in the spool directory/);
+      expect(plan.plan.spool.freeBytes).toBeLessThan(400 * 1024);
+
+      const real = await runCli(['backup', ...flags, '-o', join(dir, 'spool-out'), '--spool-dir', spool]);
+      // The sandbox's dumps are small enough to fit: the run succeeds, and the warning came before the downtime.
+      expect(real.code, describeRun(real)).toBe(0);
+      const warned = real.stderr.search(/Only .* free in the spool directory/);
+      expect(warned, describeRun(real)).toBeGreaterThanOrEqual(0);
+      expect(warned, describeRun(real)).toBeLessThan(real.stderr.indexOf('Scaling to 0'));
+    } finally {
+      spawnSync('umount', [spool]);
+    }
+    await waitFor('workloads back', () => allReady(sandbox), 60_000);
     expectWorkloadsBack(sandbox, before);
   });
 

@@ -251,6 +251,13 @@ async function runBackup(
     spool: { dir: spoolParent ?? tmpdir() },
   };
   if (!p.deployment.media) warnings.push('No media PVC was found: the backup holds no media.');
+  // The spool holds the compressed dumps (usually far smaller than the databases): warn before anything starts.
+  plan.spool.freeBytes = await freeBytes(plan.spool.dir);
+  if (plan.spool.freeBytes !== undefined && plan.spool.freeBytes < plan.estimatedBytes / 2) {
+    const warning = `Only ${formatBytes(plan.spool.freeBytes)} free in the spool directory ${plan.spool.dir} for dumps of databases of ${formatBytes(plan.estimatedBytes)} (pass --spool-dir with more room).`;
+    warnings.push(warning);
+    if (!options.dryRun) reporter.warn(warning);
+  }
   const base = {
     action: 'backup' as const,
     namespace: p.deployment.namespace,
@@ -279,7 +286,6 @@ async function runBackup(
         plan.estimatedBytes += estimate.bytes;
       }
     }
-    plan.spool.freeBytes = await freeBytes(plan.spool.dir);
     return {
       ...base,
       dryRun: true,
@@ -317,12 +323,6 @@ async function runBackup(
     created = spool;
     const leftovers = await removeLeftoverHelpers(kube, p.deployment.namespace, p.deployment.release);
     if (leftovers.length) warnings.push(`Removed media helper pods left by an earlier run: ${leftovers.join(', ')}`);
-    const free = await spool.freeBytes();
-    if (free < plan.estimatedBytes / 2) {
-      warnings.push(
-        `Only ${formatBytes(free)} free in the spool directory ${spool.dir} for dumps of databases of ${formatBytes(plan.estimatedBytes)}.`,
-      );
-    }
     // Other stages stop as soon as one fails; the workloads are put back regardless.
     const failFast = new AbortController();
     const signal = deps.signal ? AbortSignal.any([deps.signal, failFast.signal]) : failFast.signal;
