@@ -166,6 +166,22 @@ describe('ess backup variants (exec v5)', () => {
     expectWorkloadsBack(sandbox, before);
   });
 
+  it('with Postgres stopped by ess stop, exits 4 and says ess start', async () => {
+    const stop = await runCli(['stop', ...flags, '--yes']);
+    expect(stop.code, describeRun(stop)).toBe(0);
+    try {
+      const result = await runCli(['backup', ...flags, '-o', join(dir, 'stopped')]);
+      expect(result.code, describeRun(result)).toBe(4);
+      expect(result.stderr).toMatch(/Cannot query PostgreSQL/);
+      expect(result.stderr).toMatch(/Next steps:\n {2}- If ess stop stopped it: ess start\n/);
+    } finally {
+      const start = await runCli(['start', ...flags]);
+      expect(start.code, describeRun(start)).toBe(0);
+    }
+    await waitFor('workloads back', () => allReady(sandbox), 60_000);
+    expectWorkloadsBack(sandbox, before);
+  });
+
   it('falls back to dumping while stopped when no snapshot can be exported', async () => {
     const out = join(dir, 'fallback');
     sandbox.faults.addExecFault({ pod: 'ess-postgres-0', commandIncludes: 'snapshot-holder', cutAfterBytes: 0 });

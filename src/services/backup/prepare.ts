@@ -140,17 +140,17 @@ export async function prepareBackup(options: BackupOptions, deps: BackupDeps, cr
     [facts, major] = await Promise.all([serverFacts(tools, deps.signal), pgDumpMajor(tools, deps.signal)]);
   } catch (error) {
     if (error instanceof EssError && error.code === 'PG_TOOLS_MISSING') throw error;
-    throw new EssError(`Cannot query PostgreSQL (${tools.where}): ${(error as Error).message}`, {
+    const target = `${options.namespace === 'ess' ? '' : ` -n ${options.namespace}`}${options.release === 'ess' ? '' : ` --release ${options.release}`}`;
+    throw new PreconditionError(`Cannot query PostgreSQL (${tools.where}): ${(error as Error).message}`, {
       code: 'POSTGRES_UNREACHABLE',
       cause: error,
-      next: [
+      next:
         tools.kind === 'pod'
-          ? `Check that Postgres runs: kubectl get pods -n ${options.namespace}`
-          : 'Check --database-url',
-        tools.kind === 'pod'
-          ? `If it was stopped: ess start -n ${options.namespace}`
-          : 'Check the client tools (--pg-bin-dir)',
-      ],
+          ? [
+              `If ess stop stopped it: ess start${target}`,
+              `Otherwise check that Postgres runs: kubectl get pods -n ${options.namespace}`,
+            ]
+          : ['Check --database-url', 'Check the client tools (--pg-bin-dir)'],
     });
   }
   const discovered = new Map((deployment.postgres?.databases ?? []).map((d) => [d.name, d.component]));
