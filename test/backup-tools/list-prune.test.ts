@@ -158,6 +158,23 @@ describe('ess backup list', () => {
     const run = await runCli(['backup', 'list', '-o', work, '--s3', 's3://b/p']);
     expect(run.code).toBe(2);
   });
+
+  it('Given -o naming a file, when listed or pruned, then it exits 4 with a next step, not as a bug', async () => {
+    const file = join(work, 'afile');
+    await writeFile(file, 'hi\n');
+    for (const args of [
+      ['backup', 'list', '-o', file],
+      ['backup', 'prune', '-o', file, '--keep-last', '1', '--yes'],
+      ['backup', 'list', '-o', join(file, 'sub'), '--json'],
+    ]) {
+      const run = await runCli(args);
+      expect(run.code, `${args.join(' ')}\n${run.stderr}`).toBe(4);
+      expect(run.stderr).toMatch(/Error: Cannot list the local backup directory .*ENOTDIR/);
+      expect(run.stderr).toContain('Next steps:\n  - ');
+      expect(run.stderr).toMatch(/is a file: pass a directory with -o\/--output/);
+      expect(run.stderr).not.toMatch(/bug in ess/);
+    }
+  });
 });
 
 describe('ess backup prune', () => {
