@@ -173,7 +173,7 @@ describe('ess backup variants (exec v5)', () => {
       const result = await runCli(['backup', ...flags, '-o', join(dir, 'stopped')]);
       expect(result.code, describeRun(result)).toBe(4);
       expect(result.stderr).toMatch(/Cannot query PostgreSQL/);
-      expect(result.stderr).toMatch(/Next steps:\n {2}- If ess stop stopped it: ess start\n/);
+      expect(result.stderr).toMatch(/Next steps:\n {2}- If ess stop stopped it: ess start -n ess\n/);
     } finally {
       const start = await runCli(['start', ...flags]);
       expect(start.code, describeRun(start)).toBe(0);

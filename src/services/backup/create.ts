@@ -343,6 +343,7 @@ async function runBackup(
         compression: p.compression,
         globals: p.globals,
         timeoutMs: options.timeoutMs,
+        release: options.release,
       },
       {
         kube,

@@ -67,6 +67,8 @@ export interface DumpPhaseOptions {
   globals: boolean;
   /** Per phase: how long to wait for pods to terminate / become ready. */
   timeoutMs?: number;
+  /** Helm release, for next steps (`ess start -n … --release …`). */
+  release?: string;
   /** Parallel tool runs (dumps and row counts); default 2. */
   concurrency?: number;
   /** Force dumping while stopped (no snapshots). */
@@ -132,6 +134,7 @@ export async function dumpDatabases(options: DumpPhaseOptions, deps: DumpPhaseDe
     by: 'ess backup',
     reason: 'consistent database dump',
     timeoutMs: options.timeoutMs,
+    release: options.release,
     pollMs: deps.pollMs,
     signal,
     reporter,
@@ -192,7 +195,7 @@ export async function dumpDatabases(options: DumpPhaseOptions, deps: DumpPhaseDe
     if (outcome.ok) throw restoreError;
     const failed =
       restoreError instanceof RestoreFailedError ? restoreError.failed : [{ name: 'workloads', error: restoreError }];
-    const wrapped = new RestoreFailedError(failed, options.writers[0]?.namespace ?? '', outcome.error);
+    const wrapped = new RestoreFailedError(failed, options.writers[0]?.namespace ?? '', outcome.error, options.release);
     wrapped.message = `${(outcome.error as Error)?.message ?? String(outcome.error)}\nAlso: ${wrapped.message}`;
     throw wrapped;
   }

@@ -9,6 +9,7 @@ import { formatArchiveName } from '../../lib/archive/naming.js';
 import type { ArchiveKeys } from '../../lib/archive/transfer.js';
 import { type AgeEncryptOptions, validateAgeEncryptOptions } from '../../lib/crypto/age.js';
 import { readIdentityFile, readPassphraseFile } from '../../lib/crypto/keys.js';
+import { targetFlags } from '../../lib/deployment/components.js';
 import { discoverDeployment } from '../../lib/deployment/discover.js';
 import type { Deployment } from '../../lib/deployment/model.js';
 import { EssError, ExitCode, PreconditionError } from '../../lib/errors.js';
@@ -140,14 +141,13 @@ export async function prepareBackup(options: BackupOptions, deps: BackupDeps, cr
     [facts, major] = await Promise.all([serverFacts(tools, deps.signal), pgDumpMajor(tools, deps.signal)]);
   } catch (error) {
     if (error instanceof EssError && error.code === 'PG_TOOLS_MISSING') throw error;
-    const target = `${options.namespace === 'ess' ? '' : ` -n ${options.namespace}`}${options.release === 'ess' ? '' : ` --release ${options.release}`}`;
     throw new PreconditionError(`Cannot query PostgreSQL (${tools.where}): ${(error as Error).message}`, {
       code: 'POSTGRES_UNREACHABLE',
       cause: error,
       next:
         tools.kind === 'pod'
           ? [
-              `If ess stop stopped it: ess start${target}`,
+              `If ess stop stopped it: ess start ${targetFlags(options.namespace, options.release)}`,
               `Otherwise check that Postgres runs: kubectl get pods -n ${options.namespace}`,
             ]
           : ['Check --database-url', 'Check the client tools (--pg-bin-dir)'],
