@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { COMPONENTS, componentForLabel, DATABASE_WRITERS } from '../../src/lib/deployment/components.js';
-import { EXIT_CODE_TABLE, ExitCode, PreconditionError } from '../../src/lib/errors.js';
+import { EssError, EXIT_CODE_TABLE, ExitCode, PreconditionError } from '../../src/lib/errors.js';
 import { decodeRelease, encodeRelease, type HelmRelease } from '../../src/lib/helm/release.js';
 import { activeHolder } from '../../src/lib/lock.js';
 import { confirmTyped } from '../../src/lib/output/confirm.js';
@@ -87,6 +87,34 @@ describe('confirmation', () => {
     };
     await expect(answer('ess')).resolves.toBeUndefined();
     await expect(answer('es')).rejects.toThrow(/did not match/);
+  });
+
+  it('treats Ctrl+C at the prompt as an interruption (130) and Ctrl+D as not confirmed (4), not as a bug', async () => {
+    const press = async (key: string) => {
+      // A terminal: readline reads keys (Ctrl+C arrives as \x03, not as a signal).
+      const input = Object.assign(new PassThrough(), { isTTY: true });
+      const output = Object.assign(new PassThrough(), { isTTY: true, columns: 80 });
+      const pending = confirmTyped({ expected: 'ess', action: 'erase', yes: false, input, output });
+      input.write(key);
+      return pending.then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    };
+    const ctrlC = await press('\x03');
+    expect(ctrlC).toBeInstanceOf(EssError);
+    expect(ctrlC).toMatchObject({
+      exitCode: ExitCode.INTERRUPTED,
+      message: expect.stringMatching(/nothing was changed/),
+    });
+    const ctrlD = await press('\x04');
+    expect(ctrlD).toBeInstanceOf(PreconditionError);
+    expect(ctrlD).toMatchObject({ exitCode: ExitCode.PRECONDITION, code: 'CONFIRMATION_REFUSED' });
+    // End of input on a non-terminal TTY stream (e.g. Ctrl+D with stderr redirected).
+    const input = Object.assign(new PassThrough(), { isTTY: true });
+    const pending = confirmTyped({ expected: 'ess', action: 'erase', yes: false, input, output: new PassThrough() });
+    input.end();
+    await expect(pending).rejects.toMatchObject({ exitCode: ExitCode.PRECONDITION });
   });
 });
 
