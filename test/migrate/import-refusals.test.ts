@@ -74,7 +74,7 @@ describe('ess migrate import refuses bad input before touching anything', () => 
     expect(r.body.error.next.join('\n')).toMatch(/old Synapse/);
   });
 
-  it('refuses a plain-SQL dump, a truncated dump and a SQLite file', async () => {
+  it('refuses a plain-SQL dump, a truncated dump, a damaged dump and a SQLite file', async () => {
     const plain = path.join(dir, 'plain.sql');
     execFileSync(path.join(sandbox.postgres.binDir, 'pg_dump'), [
       '-h',
@@ -103,6 +103,21 @@ describe('ess migrate import refuses bad input before touching anything', () => 
     const t = await importJson(cut);
     expect(t.code).toBe(4);
     expect(t.body.error.code).toBe('DUMP_TRUNCATED');
+
+    // 4 bytes damaged in the middle, as a bad copy would: every block header is intact, only decompressing finds it.
+    const damaged = path.join(dir, 'damaged.dump');
+    execFileSync('cp', [good, damaged]);
+    const dfd = openSync(damaged, 'r+');
+    const at = Math.floor(statSync(good).size * 0.5);
+    const bytes = Buffer.alloc(4);
+    readSync(dfd, bytes, 0, 4, at);
+    for (let i = 0; i < 4; i++) bytes[i] = (bytes[i] as number) ^ 0xa5;
+    writeSync(dfd, bytes, 0, 4, at);
+    closeSync(dfd);
+    const d = await importJson(damaged);
+    expect(d.code, d.stderr).toBe(4);
+    expect(d.body.error.code).toMatch(/^DUMP_(CORRUPT|TRUNCATED)$/);
+    expect(d.body.error.message).toMatch(/Nothing was changed/);
 
     const sqlite = path.join(dir, 'homeserver.db');
     execFileSync('python3', [

@@ -15,7 +15,8 @@
  * up to a zero length.
  */
 import { type FileHandle, open } from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createInflate } from 'node:zlib';
 
 export const PGDMP_MAGIC = 'PGDMP';
@@ -116,6 +117,8 @@ export interface FileRange {
 const BUFFER_BYTES = 128 * 1024;
 /** Read size while walking every data chunk in file order (a dump streamed through a pipe has no offsets). */
 const SEQUENTIAL_BUFFER_BYTES = 1024 * 1024;
+/** Compressed bytes handed to zlib at a time when inflating a data block (pg_dump writes ~4 KiB chunks). */
+const INFLATE_BATCH_BYTES = 1024 * 1024;
 
 /** Buffered sequential reader over a byte range of a file, with seek. */
 class RangeReader {
@@ -431,12 +434,145 @@ async function readBlockHeader(d: ArchiveDecoder): Promise<{ type: number; id: n
 }
 
 /**
+ * The compressed bytes of one zlib stream (a TABLE DATA block, or one large object of a BLOBS block): its chunks
+ * from the current position up to the zero length, copied into batches (the reader's buffer is reused).
+ */
+async function* compressedStream(d: ArchiveDecoder): AsyncGenerator<Buffer> {
+  let batch = Buffer.allocUnsafe(INFLATE_BATCH_BYTES);
+  let fill = 0;
+  for (;;) {
+    const len = d.intBuffered() ?? (await d.int());
+    if (len === 0) break;
+    if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${d.r.position}`, 'corrupt');
+    if (d.r.position + len > d.r.length) {
+      throw new DumpFormatError(
+        `a data chunk at byte ${d.r.position} runs past the end of the dump (${d.r.length} bytes): it is truncated`,
+        'truncated',
+      );
+    }
+    const bytes = await d.r.bytes(len);
+    if (fill + len > batch.length) {
+      if (fill > 0) yield batch.subarray(0, fill);
+      batch = Buffer.allocUnsafe(Math.max(INFLATE_BATCH_BYTES, len));
+      fill = 0;
+    }
+    bytes.copy(batch, fill);
+    fill += len;
+  }
+  if (fill > 0) yield batch.subarray(0, fill);
+}
+
+/** Inflates one zlib stream of the dump, keeping nothing of the output; a stream that does not inflate is corrupt. */
+async function inflateStream(d: ArchiveDecoder, what: string): Promise<void> {
+  const start = d.r.position;
+  const zlibErrors = new WeakSet<Error>();
+  const inflate = createInflate({ chunkSize: 256 * 1024 });
+  inflate.on('error', (error) => zlibErrors.add(error));
+  try {
+    await pipeline(
+      Readable.from(compressedStream(d), { objectMode: false }),
+      inflate,
+      new Writable({
+        write(_chunk, _encoding, done) {
+          done();
+        },
+      }),
+    );
+  } catch (error) {
+    if (error instanceof DumpFormatError || !zlibErrors.has(error as Error)) throw error;
+    throw new DumpFormatError(
+      `the data of ${what} (starting at byte ${start}) does not decompress (zlib: ${(error as Error).message})`,
+      'corrupt',
+    );
+  }
+}
+
+/** Walks (and with `inflate`, decompresses) one data block's body from the current position. */
+async function checkBlockBody(d: ArchiveDecoder, blockType: number, what: string, inflate: boolean): Promise<void> {
+  if (!inflate) return skipBlockBody(d, blockType);
+  if (blockType === BLK_BLOBS) {
+    for (;;) {
+      const oid = await d.int();
+      if (oid === 0) return;
+      await inflateStream(d, `large object ${oid} of ${what}`);
+    }
+  }
+  await inflateStream(d, what);
+}
+
+/**
+ * Reads every data block in file order up to the end of the dump: each must belong to a TOC entry (at the offset the
+ * TOC says, when it has offsets), every entry must have its block, and with `decompress` each block's zlib stream
+ * must decompress completely (its Adler-32 check included). Bounded memory: batches of compressed bytes go through
+ * zlib and its output is dropped.
+ */
+async function walkAllBlocks(
+  d: ArchiveDecoder,
+  toc: DumpToc,
+  withData: TocEntry[],
+  decompress: boolean,
+  onProgress?: (done: number, total: number) => void,
+): Promise<void> {
+  const byId = new Map(withData.map((e) => [e.dumpId, e]));
+  const wanted = new Set(byId.keys());
+  const length = d.r.length;
+  d.r.seek(toc.dataStart);
+  let reported = 0;
+  while (d.r.position < length) {
+    const at = d.r.position;
+    const block = await readBlockHeader(d);
+    const entry = byId.get(block.id);
+    if (!entry || !wanted.has(block.id)) {
+      throw new DumpFormatError(
+        `data block at byte ${at} belongs to no TOC entry (id ${block.id}): corrupt dump`,
+        'corrupt',
+      );
+    }
+    if (entry.dataState === 'set' && entry.dataOffset !== at) {
+      throw new DumpFormatError(
+        `the data of TOC entry ${entry.dumpId} is at byte ${at}, but the TOC says ${entry.dataOffset}: corrupt dump`,
+        'corrupt',
+      );
+    }
+    const what = `TOC entry ${entry.dumpId} (${entry.desc} ${entry.namespace}.${entry.tag})`;
+    await checkBlockBody(d, block.type, what, decompress);
+    wanted.delete(block.id);
+    if (onProgress && d.r.position - reported >= 64 * 1024 * 1024) {
+      reported = d.r.position;
+      onProgress(reported, length);
+    }
+  }
+  if (wanted.size > 0) {
+    throw new DumpFormatError(
+      `the dump ends before the data of ${wanted.size} TOC entries: it is truncated`,
+      'truncated',
+    );
+  }
+  onProgress?.(length, length);
+}
+
+export interface VerifyDataOptions {
+  /**
+   * Also read every data block and decompress it (gzip dumps; uncompressed ones have their chunks walked), so that a
+   * dump with damaged bytes in the middle is refused, not only a truncated one. Reads the whole dump.
+   */
+  inflate?: boolean;
+  /** Called every 64 MiB of a full read (`inflate`), and once at the end. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
  * Checks that every data block the TOC announces is present and complete, so that a truncated dump is refused
  * before anything is changed. With offsets in the TOC (a dump written to a file) only the block that ends last is
  * walked, and its end must be the end of the dump; without offsets (a dump written to a pipe) all blocks are walked
- * (chunk headers only, no decompression).
+ * (chunk headers only, no decompression). With `inflate`, every block is read and decompressed (see
+ * {@link VerifyDataOptions}); lz4 and zstd blocks are walked but not decompressed.
  */
-export async function verifyDataBlocks(range: FileRange, toc: DumpToc): Promise<{ blocks: number }> {
+export async function verifyDataBlocks(
+  range: FileRange,
+  toc: DumpToc,
+  options: VerifyDataOptions = {},
+): Promise<{ blocks: number }> {
   const withData = toc.entries.filter((e) => e.dataState !== 'none');
   if (withData.length === 0) return { blocks: 0 };
   const reader = await RangeReader.open(range);
@@ -445,6 +581,12 @@ export async function verifyDataBlocks(range: FileRange, toc: DumpToc): Promise<
     d.intSize = toc.header.intSize;
     d.offSize = toc.header.offSize;
     d.version = toc.header.version;
+    if (options.inflate) {
+      reader.bufferBytes = SEQUENTIAL_BUFFER_BYTES;
+      reader.reuseBuffer = true;
+      await walkAllBlocks(d, toc, withData, toc.header.compression === 'gzip', options.onProgress);
+      return { blocks: withData.length };
+    }
     if (withData.every((e) => e.dataState === 'set')) {
       for (const entry of withData) {
         reader.seek(entry.dataOffset as number);

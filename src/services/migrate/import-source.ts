@@ -67,8 +67,14 @@ function dumpProblem(path: string, error: DumpFormatError | TarFormatError): Pre
       next: ['Dump again with gzip compression: pg_dump -Fc -Z 6 -O … (PostgreSQL 16+: --compress=gzip)'],
     });
   }
+  if (error.reason === 'corrupt') {
+    return new PreconditionError(`${path} is damaged: ${error.message}. Nothing was changed.`, {
+      code: 'DUMP_CORRUPT',
+      next: ['Copy the file again (compare sizes or sha256sum on both hosts)', REDUMP],
+    });
+  }
   return new PreconditionError(`${path} is not a valid custom-format dump: ${error.message}. Nothing was changed.`, {
-    code: error.reason === 'not-custom' ? 'INPUT_NOT_A_DUMP' : 'DUMP_CORRUPT',
+    code: 'INPUT_NOT_A_DUMP',
     next: [REDUMP],
   });
 }
@@ -99,7 +105,16 @@ export async function openImportSource(path: string, reporter: Reporter): Promis
   }
   try {
     const toc = await readDumpToc(dump);
-    await verifyDataBlocks(dump, toc);
+    // A bundle's dump was just checked against its SHA-256; a bare dump is read and decompressed in full, so that
+    // damaged bytes anywhere are found here and not by pg_restore after the ESS database was erased.
+    if (bundle) await verifyDataBlocks(dump, toc);
+    else {
+      reporter.info(`Reading every data block of ${path}…`);
+      await verifyDataBlocks(dump, toc, {
+        inflate: true,
+        onProgress: (done, total) => reporter.progress('Checking the dump', done, total),
+      });
+    }
     const facts = await readDumpFacts(dump, toc);
     if (!facts.schema || !facts.users) {
       throw new PreconditionError(
