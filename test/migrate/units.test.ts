@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import MigrateImport from '../../src/commands/migrate/import.js';
+import { ExitCode, PreconditionError } from '../../src/lib/errors.js';
 import { classify, sniffInput } from '../../src/lib/migrate/file-kind.js';
 import { readHomeserverConfig, settingsFromUrl } from '../../src/lib/migrate/homeserver.js';
 import { isValidMediaPath, listMediaDir, listMediaTarFile } from '../../src/lib/migrate/media.js';
@@ -15,6 +17,8 @@ import { checkSchema } from '../../src/lib/migrate/schema-check.js';
 import { isRotatedByInitSecrets, parseSigningKey } from '../../src/lib/migrate/signing-key.js';
 import { indexTar } from '../../src/lib/migrate/tar-index.js';
 import { packTar, type TarFileEntry, tarSize } from '../../src/lib/migrate/tar-write.js';
+import type { Reporter } from '../../src/lib/output/log.js';
+import { collectIdentity, openImportSource } from '../../src/services/migrate/import-source.js';
 import { missingFiles, uploadEntries } from '../../src/services/migrate/media-upload.js';
 
 let dir: string;
@@ -244,5 +248,38 @@ describe('schema comparison', () => {
       targetVersion: 94,
     });
     expect(checkSchema(dump(94, 84), {})).toMatchObject({ ok: false, code: 'SCHEMA_UNKNOWN' });
+  });
+});
+
+describe('import input and flag errors', () => {
+  const quiet = { info() {}, warn() {}, debug() {}, progress() {} } as unknown as Reporter;
+
+  it('names the missing file and the flag to fix, with exit 4', async () => {
+    const missing = path.join(dir, 'nonexistent');
+    await expect(openImportSource(`${missing}.dump`, quiet)).rejects.toMatchObject({
+      exitCode: ExitCode.PRECONDITION,
+      message: expect.stringMatching(/nonexistent\.dump: no such file/),
+      next: expect.arrayContaining([expect.stringMatching(/first argument of ess migrate import/)]),
+    });
+    for (const [options, flag] of [
+      [{ homeserverConfig: missing }, '--homeserver-config'],
+      [{ signingKey: missing }, '--signing-key'],
+    ] as const) {
+      const attempt = collectIdentity(options, undefined);
+      await expect(attempt).rejects.toBeInstanceOf(PreconditionError);
+      await expect(attempt).rejects.toMatchObject({
+        message: expect.stringContaining(`${missing} (${flag}): no such file`),
+        next: expect.arrayContaining([expect.stringContaining(`with ${flag}`)]),
+      });
+    }
+  });
+
+  it('takes --timeout as a Go duration, or a bare integer as seconds', async () => {
+    const parse = (input: string) => MigrateImport.flags.timeout.parse(input, {} as never, {} as never);
+    await expect(parse('10m')).resolves.toBe(600_000);
+    await expect(parse('1h30m')).resolves.toBe(5_400_000);
+    await expect(parse('600')).resolves.toBe(600_000);
+    await expect(parse('0')).rejects.toThrow(/duration/);
+    await expect(parse('ten')).rejects.toThrow(/duration/);
   });
 });

@@ -1,8 +1,26 @@
 import { Args, Flags } from '@oclif/core';
 import { EssCommand, EXIT_CODES_HELP } from '../../lib/base-command.js';
 import { ExitCode } from '../../lib/errors.js';
+import { durationFlag } from '../../lib/workloads/duration-flag.js';
 import { type ImportOptions, type ImportResult, importSynapse } from '../../services/migrate/import.js';
 import { renderImport } from '../../services/migrate/render.js';
+
+/**
+ * `--timeout` as backup and restore take it (a Go duration: 90s, 10m), plus a bare integer as seconds, which is what
+ * this flag took before (`--timeout 600`).
+ */
+function timeoutFlag() {
+  const flag = durationFlag(
+    'How long to wait for Synapse and MAS to stop or become ready: a duration (90s, 10m) or seconds.',
+    '10m',
+  );
+  const parse = flag.parse;
+  return {
+    ...flag,
+    parse: async (input: string, ...rest: Parameters<typeof parse> extends [string, ...infer R] ? R : never) =>
+      /^\d+$/.test(input.trim()) && Number(input) > 0 ? Number(input) * 1000 : parse(input, ...rest),
+  } as typeof flag;
+}
 
 export default class MigrateImport extends EssCommand<typeof MigrateImport> {
   static summary = 'Replace the ESS Synapse database with a self-hosted Synapse dump (pg_dump -Fc) or export bundle.';
@@ -52,10 +70,7 @@ export default class MigrateImport extends EssCommand<typeof MigrateImport> {
       options: ['auto', 'parallel', 'staged', 'stream'],
       default: 'auto',
     }),
-    timeout: Flags.integer({
-      description: 'Seconds to wait for Synapse and MAS to stop or become ready.',
-      default: 600,
-    }),
+    timeout: timeoutFlag(),
     'dry-run': Flags.boolean({ description: 'Run every check and print the plan; change nothing.', default: false }),
     yes: Flags.boolean({ char: 'y', description: 'Confirm without a prompt (needed without a TTY).', default: false }),
   };
@@ -77,7 +92,7 @@ export default class MigrateImport extends EssCommand<typeof MigrateImport> {
         method: f.method as ImportOptions['method'],
         dryRun: f['dry-run'],
         yes: f.yes,
-        timeoutMs: f.timeout * 1000,
+        timeoutMs: f.timeout,
         signal: this.abort.signal,
       },
       { kube: () => this.kube(), reporter: this.reporter },

@@ -2,7 +2,7 @@
  * The local half of the import preflight: what file the user gave, whether it is intact, and what the dump inside
  * says (server name, schema, counts); plus the identity and media that go with it. Touches nothing in the cluster.
  */
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { PreconditionError } from '../../lib/errors.js';
 import { BUNDLE, type OpenedBundle, openBundle, readSmallMember } from '../../lib/migrate/bundle.js';
 import { type DumpFacts, readDumpFacts } from '../../lib/migrate/dump-facts.js';
@@ -54,6 +54,28 @@ function refuseKind(path: string, kind: InputKind): PreconditionError {
   return new PreconditionError(`${path} ${why}. Nothing was changed.`, { code: 'INPUT_NOT_A_DUMP', next });
 }
 
+/** "no such file" rather than a raw "ENOENT: no such file or directory, open '…'". */
+function fileProblem(error: unknown): string {
+  const { code, message } = error as NodeJS.ErrnoException;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  if (code === 'EISDIR') return 'it is a directory';
+  return message;
+}
+
+/** Reads a file named by a flag; one that cannot be opened is a PreconditionError that names the flag. */
+async function fromFlag<T>(flag: string, what: string, path: string, read: () => Promise<T>): Promise<T> {
+  try {
+    await (await open(path, 'r')).close();
+  } catch (error) {
+    throw new PreconditionError(`Cannot read ${what} ${path} (${flag}): ${fileProblem(error)}. Nothing was changed.`, {
+      code: flag === '--signing-key' ? 'SIGNING_KEY_UNREADABLE' : 'CONFIG_UNREADABLE',
+      next: [`Pass the path of ${what} with ${flag}`, `Or leave ${flag} out (then the bundle's, if any, is used)`],
+    });
+  }
+  return read();
+}
+
 function dumpProblem(path: string, error: DumpFormatError | TarFormatError): PreconditionError {
   if (error instanceof TarFormatError || error.reason === 'truncated') {
     return new PreconditionError(`${path} is truncated: ${error.message}. Nothing was changed.`, {
@@ -88,7 +110,10 @@ export async function openImportSource(path: string, reporter: Reporter): Promis
   try {
     sniffed = await sniffInput(path);
   } catch (error) {
-    throw new PreconditionError(`Cannot read ${path}: ${(error as Error).message}`, { code: 'INPUT_UNREADABLE' });
+    throw new PreconditionError(`Cannot read ${path}: ${fileProblem(error)}. Nothing was changed.`, {
+      code: 'INPUT_UNREADABLE',
+      next: ['Check the path of the dump or bundle given as the first argument of ess migrate import', REDUMP],
+    });
   }
   let dump: FileRange;
   let bundle: OpenedBundle | undefined;
@@ -171,7 +196,10 @@ export async function collectIdentity(
     identity.pepper = info?.source.pepper;
   }
   if (options.homeserverConfig) {
-    const read = await readHomeserverConfig(options.homeserverConfig);
+    const configPath = options.homeserverConfig;
+    const read = await fromFlag('--homeserver-config', 'the old homeserver.yaml', configPath, () =>
+      readHomeserverConfig(configPath),
+    );
     warnings.push(...read.warnings);
     const s = read.config.secrets;
     identity.secrets = {
@@ -194,7 +222,10 @@ export async function collectIdentity(
     }
   }
   if (options.signingKey) {
-    identity.signingKey = await readSigningKey(options.signingKey);
+    const keyPath = options.signingKey;
+    identity.signingKey = await fromFlag('--signing-key', 'the old signing key', keyPath, () =>
+      readSigningKey(keyPath),
+    );
     identity.sources.push(`signing key from ${options.signingKey}`);
   }
   return { identity, warnings };
