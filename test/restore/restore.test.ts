@@ -211,6 +211,88 @@ describe('refused before anything changes', () => {
     await expect(stat(join(dir, 'dry-values.yaml'))).rejects.toThrow();
     expect(snapshot()).toEqual(before);
   });
+
+  it('refuses an unwritable --values-out before replacing anything, and --dry-run reports it', async () => {
+    const before = snapshot();
+    const aFile = join(dir, 'a-file');
+    await writeFile(aFile, 'x');
+    for (const extra of [['--yes'], ['--dry-run']]) {
+      const r = await restore([archive.path, ...extra, '--values-out', join(aFile, 'values.yaml')]);
+      expect(r.code, r.stderr).toBe(4);
+      expect(errorCode(r.json)).toBe('VALUES_OUT_UNWRITABLE');
+      expect(r.stderr).toMatch(/a-file\/values\.yaml.*Nothing was changed/);
+      expect(r.stderr).toMatch(/--values-out/);
+      expect(r.stderr).not.toMatch(/This is a bug/);
+    }
+    const missingDir = await restore([archive.path, '--dry-run', '--values-out', join(dir, 'no', 'such', 'v.yaml')]);
+    expect(missingDir.code, missingDir.stderr).toBe(4);
+    expect(errorCode(missingDir.json)).toBe('VALUES_OUT_UNWRITABLE');
+    expect(snapshot()).toEqual(before);
+  });
+
+  it('refuses an ess migrate export bundle and points to ess migrate import', async () => {
+    const before = snapshot();
+    const bundle = join(dir, 'synapse-export.tar');
+    const exp = await runCli([
+      'migrate',
+      'export',
+      '--database-url',
+      `postgres://postgres@${sb.postgres.host}:${sb.postgres.port}/synapse`,
+      '--no-media',
+      '-o',
+      bundle,
+      '--json',
+    ]);
+    expect(exp.code, exp.stderr).toBe(0);
+    const r = await restore([bundle, '--yes']);
+    expect(r.code, r.stderr).toBe(4);
+    expect(errorCode(r.json)).toBe('ARCHIVE_IS_MIGRATE_BUNDLE');
+    expect(r.stderr).toMatch(/ess migrate export. bundle/);
+    expect(r.stderr).toMatch(/ess migrate import .*synapse-export\.tar/);
+    expect(r.stderr).not.toMatch(/--release self-hosted/);
+    expect(snapshot()).toEqual(before);
+  });
+
+  it('interrupted after the Secrets were replaced: says what changed and to run the same restore again', async () => {
+    const before = snapshot();
+    const kube = await connectKube({ kubeconfig: sb.kubeconfigPath });
+    const controller = new AbortController();
+    const reporter = {
+      ...silentReporter,
+      info(message: string) {
+        // SIGINT right after the Secrets and ConfigMap were replaced, before Synapse is stopped.
+        if (/^Restored .*exact bytes/.test(message)) controller.abort(new Error('SIGINT'));
+      },
+    };
+    const interrupted = restoreBackup(
+      {
+        archive: archive.path,
+        destination: {},
+        identityFiles: [],
+        namespace: sb.namespace,
+        release: sb.release,
+        createNamespace: false,
+        allowDifferentServerName: false,
+        valuesOut: join(dir, 'interrupted-values.yaml'),
+        jobs: 2,
+        dryRun: false,
+        yes: true,
+        forceUnlock: false,
+        timeoutMs: 60_000,
+        signal: controller.signal,
+      },
+      { kube: async () => kube, reporter },
+    );
+    await expect(interrupted).rejects.toMatchObject({ code: 'RESTORE_INTERRUPTED', exitCode: 130 });
+    const error = (await interrupted.catch((e: unknown) => e)) as { message: string; next: string[] };
+    expect(error.message).toMatch(/interrupted \(SIGINT\) after it had replaced .*Secret ess-generated \(replaced\)/);
+    expect(error.message).toMatch(/databases and the media were not touched/);
+    expect(error.next.join('\n')).toMatch(/Run the same restore again.*ess restore .* --yes/);
+    // The archive's Secrets are the deployment's own: nothing observable changed, no database was dropped.
+    expect(tableChecksums(sb, 'synapse')).toEqual(before.synapse);
+    expect(secretData(sb, 'ess-generated')).toEqual(before.secret);
+    expect(workloadState(sb)).toEqual(before.workloads);
+  });
 });
 
 describe('round trip', () => {

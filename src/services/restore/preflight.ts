@@ -3,6 +3,9 @@
  * included), the target namespace and deployment, the server name, the release, the Postgres tools and free space,
  * the media volume, and the Synapse schema. Produces the plan that is shown before confirmation.
  */
+
+import { randomBytes } from 'node:crypto';
+import { open, stat, unlink } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
 import type { BackupManifest, ManifestDatabase } from '../../lib/archive/manifest.js';
 import type { Spool } from '../../lib/archive/spool.js';
@@ -440,6 +443,57 @@ export function helmCommand(release: string, namespace: string, valuesPath: stri
 }
 
 /**
+ * An `ess migrate export` bundle is an archive of the same format, with a `migrateExport` block in its manifest and
+ * placeholder namespace and release: it is imported, not restored.
+ */
+export function refuseMigrateBundle(manifest: BackupManifest, options: Pick<RestoreOptions, 'archive' | 'namespace'>) {
+  if ((manifest as { migrateExport?: unknown }).migrateExport === undefined) return;
+  throw new PreconditionError(
+    `${options.archive} is an \`ess migrate export\` bundle (of the self-hosted Synapse ${manifest.deployment.serverName}), not an ESS backup: import it with ess migrate import. Nothing was changed.`,
+    {
+      code: 'ARCHIVE_IS_MIGRATE_BUNDLE',
+      next: [
+        `ess migrate import ${shellJoin([options.archive])} -n ${options.namespace} --dry-run`,
+        'See docs/commands/migrate-import.md',
+      ],
+    },
+  );
+}
+
+function writeProblem(error: unknown): string {
+  const { code, message } = error as NodeJS.ErrnoException;
+  if (code === 'ENOENT') return 'its directory does not exist';
+  if (code === 'ENOTDIR') return 'a part of its directory is not a directory';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EROFS') return 'read-only file system';
+  return message;
+}
+
+/**
+ * Checks that the Helm values file can be written where it goes (its directory exists and takes a new file, and the
+ * path is not a directory), by creating and removing a probe file next to it. Throws PreconditionError (exit 4).
+ */
+export async function checkValuesPath(path: string): Promise<void> {
+  const refuse = (why: string) =>
+    new PreconditionError(`Cannot write the Helm values of the backup to ${path}: ${why}. Nothing was changed.`, {
+      code: 'VALUES_OUT_UNWRITABLE',
+      next: [
+        'Pass a file in an existing, writable directory with --values-out',
+        'Or restore without the Secrets and values: --only db,media',
+      ],
+    });
+  const existing = await stat(path).catch(() => undefined);
+  if (existing?.isDirectory()) throw refuse('it is a directory');
+  const probe = `${path}.${randomBytes(4).toString('hex')}.probe`;
+  try {
+    await (await open(probe, 'wx', 0o600)).close();
+  } catch (error) {
+    throw refuse(writeProblem(error));
+  }
+  await unlink(probe).catch(() => undefined);
+}
+
+/**
  * Preflight: verifies the archive (and the parents it needs), inspects the target and decides the plan. Changes
  * nothing; throws PreconditionError (exit 4) for anything that would make the restore fail or do harm.
  */
@@ -449,6 +503,10 @@ export async function prepareRestore(
 ): Promise<PreparedRestore> {
   const { kube, reporter, location, spool } = deps;
   const warnings: string[] = [];
+  // An explicit --values-out is checked before the (long) verification; the default path once it is known.
+  if (options.valuesOut && (!options.only || options.only.includes('secrets'))) {
+    await checkValuesPath(resolvePath(deps.cwd ?? process.cwd(), options.valuesOut));
+  }
   const keys = await loadKeys(options, reporter);
   const target = await inspectTarget(kube, options.namespace, options.release);
   if (!target.namespaceExists && !options.createNamespace) {
@@ -464,7 +522,10 @@ export async function prepareRestore(
     signal: options.signal,
     reporter,
     spool,
-    onManifest: (m) => checkManifestAgainstTarget(m, target, options, warnings),
+    onManifest: (m) => {
+      refuseMigrateBundle(m, options);
+      checkManifestAgainstTarget(m, target, options, warnings);
+    },
   });
   const manifest = archive.manifest;
   const parts = selectParts(archive, options.only);
@@ -511,6 +572,7 @@ export async function prepareRestore(
     parts.includes('secrets') && archive.values
       ? resolvePath(deps.cwd ?? process.cwd(), options.valuesOut ?? `${options.release}-values.restored.yaml`)
       : undefined;
+  if (valuesPath) await checkValuesPath(valuesPath);
   const helm = valuesPath ? helmCommand(options.release, options.namespace, valuesPath, chartVersion) : undefined;
   if (parts.includes('secrets') && !archive.values) {
     warnings.push('The backup holds no Helm values: keep using your own values files.');

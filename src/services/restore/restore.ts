@@ -235,7 +235,11 @@ export async function restoreBackup(options: RestoreOptions, deps: RestoreDeps):
         reporter.info(`Created namespace ${options.namespace}.`);
         lock = await acquireRunLock(kube, lockOptions, reporter);
       }
-      await apply(p, result, options, kube, reporter);
+      try {
+        await apply(p, result, options, kube, reporter);
+      } catch (error) {
+        throw interruptedAfterObjects(error, result, options) ?? error;
+      }
     } finally {
       await lock?.release().catch(() => undefined);
     }
@@ -418,6 +422,35 @@ async function applyData(
       },
     );
   }
+}
+
+/**
+ * An interruption after the Secrets, ConfigMaps or values were replaced but before any database was dropped: says
+ * what was already changed and that running the same restore again finishes it. Undefined for anything else (an
+ * interruption after the drop is {@link incompleteDatabase}'s).
+ */
+function interruptedAfterObjects(error: unknown, result: RestoreResult, options: RestoreOptions): EssError | undefined {
+  const expected = isEssError(error) && !(error instanceof InterruptedError);
+  const interrupted = error instanceof InterruptedError || (options.signal?.aborted === true && !expected);
+  const objects = result.objects ?? [];
+  if (!interrupted || (objects.length === 0 && !result.values)) return undefined;
+  const changed = [
+    ...objects.map((o) => `${o.kind} ${o.name} (${o.action})`),
+    ...(result.values ? [`the Helm values file ${result.values.path}`] : []),
+  ];
+  const again = `ess restore ${shellJoin([options.archive])} -n ${options.namespace} --release ${options.release} --yes${options.only ? ` --only ${options.only.join(',')}` : ''}`;
+  return new EssError(
+    `The restore was interrupted (${describe(options.signal?.reason ?? error)}) after it had replaced ${changed.join(', ')}. The databases and the media were not touched.`,
+    {
+      code: 'RESTORE_INTERRUPTED',
+      exitCode: ExitCode.INTERRUPTED,
+      cause: error,
+      next: [
+        `Run the same restore again to finish it (it replaces the same objects again): ${again}`,
+        `Check that Synapse and MAS run: ess status -n ${options.namespace}`,
+      ],
+    },
+  );
 }
 
 function incompleteDatabase(
