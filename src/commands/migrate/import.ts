@@ -1,4 +1,4 @@
-import { Args, Flags } from '@oclif/core';
+import { Args, Errors, Flags } from '@oclif/core';
 import { EssCommand, EXIT_CODES_HELP } from '../../lib/base-command.js';
 import { ExitCode } from '../../lib/errors.js';
 import { durationFlag } from '../../lib/workloads/duration-flag.js';
@@ -17,8 +17,15 @@ function timeoutFlag() {
   const parse = flag.parse;
   return {
     ...flag,
-    parse: async (input: string, ...rest: Parameters<typeof parse> extends [string, ...infer R] ? R : never) =>
-      /^\d+$/.test(input.trim()) && Number(input) > 0 ? Number(input) * 1000 : parse(input, ...rest),
+    parse: async (input: string, ...rest: Parameters<typeof parse> extends [string, ...infer R] ? R : never) => {
+      if (/^\d+$/.test(input.trim()) && Number(input) > 0) return Number(input) * 1000;
+      try {
+        return await parse(input, ...rest);
+      } catch (error) {
+        // A usage error (exit 2), not a plain Error that would be reported as a bug.
+        throw new Errors.CLIError((error as Error).message, { exit: ExitCode.USAGE });
+      }
+    },
   } as typeof flag;
 }
 
