@@ -251,6 +251,11 @@ describe('refused before anything changes', () => {
     expect(r.stderr).toMatch(/ess migrate import .*synapse-export\.tar/);
     expect(r.stderr).not.toMatch(/--release self-hosted/);
     expect(snapshot()).toEqual(before);
+    // backup verify says the same instead of failing it as a damaged backup (it used to report MEDIA_MISMATCH).
+    const v = await runCli(['backup', 'verify', bundle, '--json']);
+    expect(v.code, v.stderr).toBe(4);
+    expect(JSON.parse(v.stdout).error).toMatchObject({ code: 'ARCHIVE_IS_MIGRATE_BUNDLE' });
+    expect(v.stderr).toMatch(/ess migrate import .*synapse-export\.tar/);
   });
 
   it('interrupted after the Secrets were replaced: says what changed and to run the same restore again', async () => {

@@ -76,6 +76,11 @@ export interface ExportInfo {
 /** manifest.json of an export bundle. */
 export type BundleManifest = BackupManifest & { migrateExport: ExportInfo };
 
+/** Is this the manifest of an `ess migrate export` bundle (imported with `ess migrate import`, never restored)? */
+export function isMigrateBundle(manifest: BackupManifest): manifest is BundleManifest {
+  return (manifest as { migrateExport?: unknown }).migrateExport !== undefined;
+}
+
 export interface BundleWriteInput {
   createdAt: Date;
   essVersion: string;

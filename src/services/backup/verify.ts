@@ -12,6 +12,7 @@ import { fileSafeServerName, formatArchiveTimestamp, parseArchiveName } from '..
 import type { ArchiveMember } from '../../lib/archive/reader.js';
 import { type ArchiveKeys, readArchiveFrom } from '../../lib/archive/transfer.js';
 import { InterruptedError, isEssError, PreconditionError } from '../../lib/errors.js';
+import { isMigrateBundle } from '../../lib/migrate/bundle.js';
 import type { Reporter } from '../../lib/output/log.js';
 import type { ThrowawayServer } from '../../lib/postgres/throwaway.js';
 import {
@@ -192,6 +193,16 @@ export async function verifyBackup(options: VerifyOptions, deps: VerifyDeps): Pr
   let doneBytes = 0;
 
   const onManifest = async (m: BackupManifest) => {
+    if (isMigrateBundle(m)) {
+      // Not a backup: nothing to judge here (exit 4), and `ess migrate import` checks a bundle itself.
+      throw new PreconditionError(
+        `${location.name} is an \`ess migrate export\` bundle (of the self-hosted Synapse ${m.deployment.serverName}), not an ESS backup.`,
+        {
+          code: 'ARCHIVE_IS_MIGRATE_BUNDLE',
+          next: [`Import it (its checksums are verified first): ess migrate import ${location.display} --dry-run`],
+        },
+      );
+    }
     manifest = m;
     result.backup = summarise(m);
     dumpsByMember = new Map((m.postgres?.databases ?? []).map((d) => [d.member, d]));

@@ -17,6 +17,7 @@ import type { Deployment, WorkloadInfo } from '../../lib/deployment/model.js';
 import { isEssError, PreconditionError } from '../../lib/errors.js';
 import type { KubeClient } from '../../lib/kube/client.js';
 import type { Workload } from '../../lib/kube/types.js';
+import { isMigrateBundle } from '../../lib/migrate/bundle.js';
 import { diskSpace } from '../../lib/migrate/pod-ops.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
 import type { PodPostgres } from '../../lib/postgres/in-pod.js';
@@ -447,7 +448,7 @@ export function helmCommand(release: string, namespace: string, valuesPath: stri
  * placeholder namespace and release: it is imported, not restored.
  */
 export function refuseMigrateBundle(manifest: BackupManifest, options: Pick<RestoreOptions, 'archive' | 'namespace'>) {
-  if ((manifest as { migrateExport?: unknown }).migrateExport === undefined) return;
+  if (!isMigrateBundle(manifest)) return;
   throw new PreconditionError(
     `${options.archive} is an \`ess migrate export\` bundle (of the self-hosted Synapse ${manifest.deployment.serverName}), not an ESS backup: import it with ess migrate import. Nothing was changed.`,
     {
