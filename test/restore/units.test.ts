@@ -3,15 +3,19 @@
  * media plan and the tar sent to the pod (through a small fake KubeClient whose exec reads stdin exactly like
  * `head -c N | tar -x` would), SQL quoting, and the preflight decisions on a manifest.
  */
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { describe, expect, it } from 'vitest';
 import type { BackupManifest } from '../../src/lib/archive/manifest.js';
 import type { MediaIndexEntry } from '../../src/lib/archive/media-index.js';
+import { PathSetDigest } from '../../src/lib/archive/path-set-digest.js';
 import { EssError } from '../../src/lib/errors.js';
 import type { ExecIO, ExecResult, ExecTarget, KubeClient } from '../../src/lib/kube/client.js';
+import { silentReporter } from '../../src/lib/output/log.js';
+import { LocalDirStore } from '../../src/lib/storage/local-dir.js';
 import type { VerifiedArchive } from '../../src/services/restore/archive.js';
-import { planMediaSources } from '../../src/services/restore/archive.js';
+import { planMediaSources, verifyParents } from '../../src/services/restore/archive.js';
 import {
   createDatabaseSql,
   dropRolesSql,
@@ -30,6 +34,7 @@ import {
   selectParts,
   type TargetInfo,
 } from '../../src/services/restore/preflight.js';
+import { DEFAULT_MEDIA, flipByte, offsetOf, removeDir, tempDir, writeTestBackup } from '../backup-tools/helpers.js';
 
 const GLOBALS = `--
 -- PostgreSQL database cluster dump
@@ -384,5 +389,39 @@ describe('preflight decisions', () => {
       securityContext: { runAsUser: 10091, fsGroup: 10091 },
       volumes: [{ persistentVolumeClaim: { claimName: 'ess-synapse-media' } }],
     });
+  });
+});
+
+describe('verifyParents', () => {
+  it('names the parent archive when a media file in it is damaged', async () => {
+    const work = await tempDir('ess-parents-');
+    try {
+      const store = new LocalDirStore(work);
+      const parent = await writeTestBackup(store, { createdAt: new Date(Date.UTC(2025, 2, 1)) }, work);
+      const path = 'local_content/ab/cd/efghijklmnop';
+      const file = join(work, parent);
+      await flipByte(file, (await offsetOf(file, DEFAULT_MEDIA[path]!.subarray(100, 132))) + 3);
+      const digest = new PathSetDigest();
+      digest.add(path, DEFAULT_MEDIA[path]!.length);
+      const source = {
+        archive: parent,
+        own: false,
+        files: 1,
+        bytes: 0,
+        dirs: [],
+        tarBytes: 0,
+        paths: new Set([path]),
+        digest,
+      };
+      const error = await verifyParents(store, [source], { reporter: silentReporter, serverName: 'example.com' }).catch(
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(EssError);
+      expect((error as EssError).code).toBe('ARCHIVE_CORRUPT');
+      expect((error as EssError).message).toMatch(new RegExp(`^In the parent ${parent}: .*media/${path}`));
+      expect((error as EssError).next[0]).toBe(`Verify it: ess backup verify ${parent}`);
+    } finally {
+      await removeDir(work);
+    }
   });
 });

@@ -18,7 +18,7 @@ import { PathSetDigest } from '../../lib/archive/path-set-digest.js';
 import type { ArchiveMember } from '../../lib/archive/reader.js';
 import type { Spool } from '../../lib/archive/spool.js';
 import { type ArchiveKeys, readArchiveFrom } from '../../lib/archive/transfer.js';
-import { PreconditionError } from '../../lib/errors.js';
+import { isEssError, PreconditionError } from '../../lib/errors.js';
 import { entryHeaders } from '../../lib/migrate/tar-write.js';
 import type { Reporter } from '../../lib/output/log.js';
 import type { BackupStore } from '../../lib/storage/store.js';
@@ -270,21 +270,33 @@ export async function verifyParents(
     options.reporter.info(`Verifying ${parent.archive} (holds ${parent.files} media files of this backup)…`);
     const found = new PathSetDigest();
     let done = 0;
-    await readArchiveFrom(store, parent.archive, {
-      keys: options.keys,
-      signal: options.signal,
-      onManifest: (m) => {
-        if (m.deployment.serverName !== options.serverName) {
-          throw corrupt(`the parent ${parent.archive} is a backup of ${m.deployment.serverName}`);
-        }
-      },
-      onMember: (member) => {
-        const path = mediaPathOf(member.name);
-        if (path !== undefined && parent.paths?.has(path)) found.add(path, member.size);
-        done += member.size;
-        options.reporter.progress(`Verifying ${parent.archive}`, done);
-      },
-    });
+    try {
+      await readArchiveFrom(store, parent.archive, {
+        keys: options.keys,
+        signal: options.signal,
+        onManifest: (m) => {
+          if (m.deployment.serverName !== options.serverName) {
+            throw corrupt(`the parent ${parent.archive} is a backup of ${m.deployment.serverName}`);
+          }
+        },
+        onMember: (member) => {
+          const path = mediaPathOf(member.name);
+          if (path !== undefined && parent.paths?.has(path)) found.add(path, member.size);
+          done += member.size;
+          options.reporter.progress(`Verifying ${parent.archive}`, done);
+        },
+      });
+    } catch (error) {
+      // The reader's message names the damaged member; say which archive holds it (the parent, not this backup).
+      if (isEssError(error) && /^(ARCHIVE_|AGE_PAYLOAD|AGE_HEADER)/.test(error.code) && !error.message.includes(parent.archive)) {
+        throw new PreconditionError(`In the parent ${parent.archive}: ${error.message}`, {
+          code: error.code,
+          next: [`Verify it: ess backup verify ${parent.archive}`, 'Or restore without media: --only db,secrets'],
+          cause: error,
+        });
+      }
+      throw error;
+    }
     if (!found.equals(parent.digest)) {
       throw corrupt(
         `the parent ${parent.archive} holds ${found.count} of the ${parent.digest.count} media files the index attributes to it (or with other sizes)`,
