@@ -183,6 +183,26 @@ describe('ess migrate export, then import of the bundle', () => {
     expect(JSON.parse(dry.stdout).synapseStopped).toBe('verified');
   });
 
+  it('refuses an --output under a file before dumping anything (exit 4, next step), not as a bug', async () => {
+    const file = path.join(dir, 'not-a-dir');
+    writeFileSync(file, 'x');
+    const r = await runCli([
+      'migrate',
+      'export',
+      '--config',
+      config,
+      '--no-media',
+      '-o',
+      path.join(file, 'x.tar'),
+      '--json',
+    ]);
+    expect(r.code, r.stderr).toBe(4);
+    const error = JSON.parse(r.stdout).error;
+    expect(error.code).toBe('OUTPUT_UNUSABLE');
+    expect(error.next.join('\n')).toMatch(/is a file: pass a directory/);
+    expect(r.stderr).not.toMatch(/bug in ess|Dumping/);
+  });
+
   it('refuses a SQLite Synapse and warns loudly about a password pepper', async () => {
     const sqliteConfig = path.join(dir, 'old', 'sqlite.yaml');
     writeFileSync(

@@ -3,7 +3,7 @@
  * the dump, the identity (signing key and homeserver.yaml secrets) and the media store. No Kubernetes involved.
  */
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PreconditionError } from '../../lib/errors.js';
 import { BUNDLE, EXPORT_FORMAT_VERSION, writeBundle } from '../../lib/migrate/bundle.js';
@@ -21,6 +21,7 @@ import { listMediaDir, MEDIA_CACHE_DIRS, type MediaListing } from '../../lib/mig
 import { readSigningKey, type SigningKey } from '../../lib/migrate/signing-key.js';
 import { localToolVersion, readSourceFacts, runLocalPgDump, type SourceFacts } from '../../lib/migrate/source-db.js';
 import { formatBytes, type Reporter } from '../../lib/output/log.js';
+import { localFsNextSteps } from '../../lib/storage/errors.js';
 
 export interface ExportOptions {
   /** The old homeserver.yaml. */
@@ -286,7 +287,7 @@ export async function exportSynapse(options: ExportOptions, deps: ExportDeps): P
       next: ['Choose another file with --output, or remove the old one'],
     });
   }
-  await mkdir(dirname(output), { recursive: true });
+  await prepareOutputDir(dirname(output));
 
   // The dump is spooled next to the bundle (same disk as the output, never a memory-backed /tmp).
   const spool = join(dirname(output), `.${basename(output)}.dump.partial`);
@@ -361,4 +362,20 @@ export async function exportSynapse(options: ExportOptions, deps: ExportDeps): P
   }
   result.durationMs = Date.now() - started;
   return result;
+}
+
+/** Creates the bundle's directory and proves it writable, so that a bad --output fails before the dump starts. */
+async function prepareOutputDir(dir: string): Promise<void> {
+  const probe = join(dir, `.ess-write-test-${process.pid}`);
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeFile(probe, '');
+    await unlink(probe);
+  } catch (error) {
+    throw new PreconditionError(`Cannot write the bundle into ${dir}: ${(error as Error).message}`, {
+      code: 'OUTPUT_UNUSABLE',
+      cause: error,
+      next: localFsNextSteps(error, dir),
+    });
+  }
 }

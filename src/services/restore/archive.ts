@@ -288,7 +288,11 @@ export async function verifyParents(
       });
     } catch (error) {
       // The reader's message names the damaged member; say which archive holds it (the parent, not this backup).
-      if (isEssError(error) && /^(ARCHIVE_|AGE_PAYLOAD|AGE_HEADER)/.test(error.code) && !error.message.includes(parent.archive)) {
+      if (
+        isEssError(error) &&
+        /^(ARCHIVE_|AGE_PAYLOAD|AGE_HEADER)/.test(error.code) &&
+        !error.message.includes(parent.archive)
+      ) {
         throw new PreconditionError(`In the parent ${parent.archive}: ${error.message}`, {
           code: error.code,
           next: [`Verify it: ess backup verify ${parent.archive}`, 'Or restore without media: --only db,secrets'],
