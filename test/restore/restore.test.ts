@@ -452,3 +452,46 @@ describe('round trip', () => {
     expect(workloadState(sb)).toEqual(before.workloads);
   });
 });
+
+// Last: it restores for real (the one-time keys the earlier tests count are gone afterwards).
+describe('interrupts late in a restore', () => {
+  it('interrupted while the databases are restored: says they are incomplete, never that they were not touched', async () => {
+    const before = snapshot();
+    const kube = await connectKube({ kubeconfig: sb.kubeconfigPath });
+    const controller = new AbortController();
+    const reporter = {
+      ...silentReporter,
+      info(message: string) {
+        // SIGINT while the databases are being restored (after the Synapse one-time keys were emptied).
+        if (/^Emptied /.test(message)) controller.abort(new Error('SIGINT'));
+      },
+    };
+    const error = (await restoreBackup(
+      {
+        archive: archive.path,
+        destination: {},
+        identityFiles: [],
+        namespace: sb.namespace,
+        release: sb.release,
+        createNamespace: false,
+        allowDifferentServerName: false,
+        valuesOut: join(dir, 'late-values.yaml'),
+        jobs: 2,
+        dryRun: false,
+        yes: true,
+        forceUnlock: false,
+        timeoutMs: 60_000,
+        signal: controller.signal,
+      },
+      { kube: async () => kube, reporter },
+    ).catch((e: unknown) => e)) as { code?: string; message?: string } | undefined;
+    expect(controller.signal.aborted).toBe(true);
+    // The databases were dropped: the message must say they are incomplete, never that they were not touched.
+    expect(String(error?.message ?? '')).toMatch(/after the databases were dropped.*INCOMPLETE/s);
+    expect(String(error?.message ?? '')).not.toMatch(/were not touched/);
+    // Leave the deployment as the next tests expect it (ess start resumes anything still recorded).
+    const start = await runCli(['start', ...sandboxFlags(sb), '--json']);
+    expect(start.code, start.stderr).toBe(0);
+    expect(workloadState(sb)).toEqual(before.workloads);
+  });
+});

@@ -235,10 +235,12 @@ export async function restoreBackup(options: RestoreOptions, deps: RestoreDeps):
         reporter.info(`Created namespace ${options.namespace}.`);
         lock = await acquireRunLock(kube, lockOptions, reporter);
       }
+      const stage = { dataStarted: false };
       try {
-        await apply(p, result, options, kube, reporter);
+        await apply(p, result, options, kube, reporter, stage);
       } catch (error) {
-        throw interruptedAfterObjects(error, result, options) ?? error;
+        // Only an interruption before the data steps left the databases and media untouched.
+        throw (stage.dataStarted ? undefined : interruptedAfterObjects(error, result, options)) ?? error;
       }
     } finally {
       await lock?.release().catch(() => undefined);
@@ -265,6 +267,7 @@ async function apply(
   options: RestoreOptions,
   kube: KubeClient,
   reporter: Reporter,
+  stage: { dataStarted: boolean },
 ): Promise<void> {
   const { archive } = p;
   if (p.parts.includes('secrets')) {
@@ -311,7 +314,7 @@ async function apply(
     }
     return;
   }
-  await applyData(p, result, options, kube, reporter);
+  await applyData(p, result, options, kube, reporter, stage);
 }
 
 interface Progress {
@@ -327,6 +330,7 @@ async function applyData(
   options: RestoreOptions,
   kube: KubeClient,
   reporter: Reporter,
+  stage: { dataStarted: boolean },
 ): Promise<void> {
   const signal = options.signal;
   const progress: Progress = { dbTouched: false, dbComplete: p.postgres === undefined };
@@ -364,6 +368,9 @@ async function applyData(
         mediaTarget = { namespace: options.namespace, pod: p.media.pod as string, container: p.media.container };
       }
     }
+    // From here on the databases and the media volume are written.
+    signal?.throwIfAborted();
+    stage.dataStarted = true;
     if (p.postgres) {
       staging = `${p.postgres.mount}/ess-restore-${randomBytes(4).toString('hex')}`;
       progress.dbTouched = true;
