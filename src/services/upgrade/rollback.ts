@@ -6,7 +6,7 @@
 import type { Writable } from 'node:stream';
 import { MATRIX_STACK_CHART_REF, names } from '../../lib/deployment/components.js';
 import { discoverDeployment } from '../../lib/deployment/discover.js';
-import { EssError, ExitCode, ExternalToolError, PreconditionError } from '../../lib/errors.js';
+import { EssError, ExitCode, ExternalToolError, InterruptedError, PreconditionError } from '../../lib/errors.js';
 import {
   AUTH_MARKER_KEY,
   authMarkerOfRelease,
@@ -530,6 +530,8 @@ export async function rollbackStuckUpgrade(
   let next: string[];
   try {
     if (action === 'helm-rollback' && helmArgv) {
+      // A signal that came before helm starts stops here: helm never ran, the release is as it was.
+      if (deps.signal?.aborted) throw new InterruptedError(String(deps.signal.reason?.message ?? 'signal'));
       deps.reporter.info(`Running: ${plan.command}`);
       const result = await deps.helm
         .run(helmArgv, { output: deps.helmOutput, signal: deps.signal })
@@ -538,7 +540,10 @@ export async function rollbackStuckUpgrade(
             next: ['Check the helm binary on PATH'],
           });
         });
-      if (deps.signal?.aborted) throw interruptedRollback(o, String(deps.signal.reason?.message ?? 'signal'), result);
+      // Only an interrupted helm may have left the release pending-rollback; one that finished is a result.
+      if (deps.signal?.aborted && result.exitCode !== 0) {
+        throw interruptedRollback(o, String(deps.signal.reason?.message ?? 'signal'), result);
+      }
       if (result.exitCode !== 0) {
         throw new ExternalToolError('helm', result.exitCode, result.stderrTail, {
           next: [
