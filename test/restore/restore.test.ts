@@ -260,34 +260,8 @@ describe('refused before anything changes', () => {
 
   it('interrupted after the Secrets were replaced: says what changed and to run the same restore again', async () => {
     const before = snapshot();
-    const kube = await connectKube({ kubeconfig: sb.kubeconfigPath });
-    const controller = new AbortController();
-    const reporter = {
-      ...silentReporter,
-      info(message: string) {
-        // SIGINT right after the Secrets and ConfigMap were replaced, before Synapse is stopped.
-        if (/^Restored .*exact bytes/.test(message)) controller.abort(new Error('SIGINT'));
-      },
-    };
-    const interrupted = restoreBackup(
-      {
-        archive: archive.path,
-        destination: {},
-        identityFiles: [],
-        namespace: sb.namespace,
-        release: sb.release,
-        createNamespace: false,
-        allowDifferentServerName: false,
-        valuesOut: join(dir, 'interrupted-values.yaml'),
-        jobs: 2,
-        dryRun: false,
-        yes: true,
-        forceUnlock: false,
-        timeoutMs: 60_000,
-        signal: controller.signal,
-      },
-      { kube: async () => kube, reporter },
-    );
+    // SIGINT right after the Secrets and ConfigMap were replaced, before Synapse is stopped.
+    const { interrupted } = await restoreInterruptedAt(/^Restored .*exact bytes/, 'interrupted-values.yaml');
     await expect(interrupted).rejects.toMatchObject({ code: 'RESTORE_INTERRUPTED', exitCode: 130 });
     const error = (await interrupted.catch((e: unknown) => e)) as { message: string; next: string[] };
     expect(error.message).toMatch(/interrupted \(SIGINT\) after it had replaced .*Secret ess-generated \(replaced\)/);
@@ -457,34 +431,9 @@ describe('round trip', () => {
 describe('interrupts late in a restore', () => {
   it('interrupted while the databases are restored: says they are incomplete, never that they were not touched', async () => {
     const before = snapshot();
-    const kube = await connectKube({ kubeconfig: sb.kubeconfigPath });
-    const controller = new AbortController();
-    const reporter = {
-      ...silentReporter,
-      info(message: string) {
-        // SIGINT while the databases are being restored (after the Synapse one-time keys were emptied).
-        if (/^Emptied /.test(message)) controller.abort(new Error('SIGINT'));
-      },
-    };
-    const error = (await restoreBackup(
-      {
-        archive: archive.path,
-        destination: {},
-        identityFiles: [],
-        namespace: sb.namespace,
-        release: sb.release,
-        createNamespace: false,
-        allowDifferentServerName: false,
-        valuesOut: join(dir, 'late-values.yaml'),
-        jobs: 2,
-        dryRun: false,
-        yes: true,
-        forceUnlock: false,
-        timeoutMs: 60_000,
-        signal: controller.signal,
-      },
-      { kube: async () => kube, reporter },
-    ).catch((e: unknown) => e)) as { code?: string; message?: string } | undefined;
+    // SIGINT while the databases are being restored (after the Synapse one-time keys were emptied).
+    const { interrupted, controller } = await restoreInterruptedAt(/^Emptied /, 'late-values.yaml');
+    const error = (await interrupted.catch((e: unknown) => e)) as { code?: string; message?: string } | undefined;
     expect(controller.signal.aborted).toBe(true);
     // The databases were dropped: the message must say they are incomplete, never that they were not touched.
     expect(String(error?.message ?? '')).toMatch(/after the databases were dropped.*INCOMPLETE/s);
@@ -495,3 +444,36 @@ describe('interrupts late in a restore', () => {
     expect(workloadState(sb)).toEqual(before.workloads);
   });
 });
+
+/** Runs a full restore of the test archive with --yes and aborts it (SIGINT) at the first progress line matching `at`. */
+async function restoreInterruptedAt(at: RegExp, valuesFile: string) {
+  const kube = await connectKube({ kubeconfig: sb.kubeconfigPath });
+  const controller = new AbortController();
+  const reporter = {
+    ...silentReporter,
+    info(message: string) {
+      if (at.test(message)) controller.abort(new Error('SIGINT'));
+    },
+  };
+  const interrupted = restoreBackup(
+    {
+      archive: archive.path,
+      destination: {},
+      identityFiles: [],
+      namespace: sb.namespace,
+      release: sb.release,
+      createNamespace: false,
+      allowDifferentServerName: false,
+      valuesOut: join(dir, valuesFile),
+      jobs: 2,
+      dryRun: false,
+      yes: true,
+      forceUnlock: false,
+      timeoutMs: 60_000,
+      signal: controller.signal,
+    },
+    { kube: async () => kube, reporter },
+  );
+  interrupted.catch(() => undefined);
+  return { interrupted, controller };
+}
