@@ -399,19 +399,27 @@ export async function readDumpToc(range: FileRange): Promise<DumpToc> {
   }
 }
 
+/**
+ * Checks the length of the next chunk of a data block (0 ends the block) against the dump's size. Synchronous: the
+ * callers read the length with `intBuffered()` first, so walking a block costs no await per chunk.
+ */
+function checkedChunkLength(d: ArchiveDecoder, len: number): number {
+  if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${d.r.position}`, 'corrupt');
+  if (d.r.position + len > d.r.length) {
+    throw new DumpFormatError(
+      `a data chunk at byte ${d.r.position} runs past the end of the dump (${d.r.length} bytes): it is truncated`,
+      'truncated',
+    );
+  }
+  return len;
+}
+
 /** Walks one data block's chunks from the current position; returns the position after it. */
 async function skipBlockBody(d: ArchiveDecoder, blockType: number): Promise<void> {
   const skipChunks = async () => {
     for (;;) {
-      const len = d.intBuffered() ?? (await d.int());
+      const len = checkedChunkLength(d, d.intBuffered() ?? (await d.int()));
       if (len === 0) return;
-      if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${d.r.position}`, 'corrupt');
-      if (d.r.position + len > d.r.length) {
-        throw new DumpFormatError(
-          `a data chunk at byte ${d.r.position} runs past the end of the dump (${d.r.length} bytes): it is truncated`,
-          'truncated',
-        );
-      }
       d.r.skip(len);
     }
   };
@@ -441,15 +449,8 @@ async function* compressedStream(d: ArchiveDecoder): AsyncGenerator<Buffer> {
   let batch = Buffer.allocUnsafe(INFLATE_BATCH_BYTES);
   let fill = 0;
   for (;;) {
-    const len = d.intBuffered() ?? (await d.int());
+    const len = checkedChunkLength(d, d.intBuffered() ?? (await d.int()));
     if (len === 0) break;
-    if (len < 0) throw new DumpFormatError(`negative chunk length at byte ${d.r.position}`, 'corrupt');
-    if (d.r.position + len > d.r.length) {
-      throw new DumpFormatError(
-        `a data chunk at byte ${d.r.position} runs past the end of the dump (${d.r.length} bytes): it is truncated`,
-        'truncated',
-      );
-    }
     const bytes = await d.r.bytes(len);
     if (fill + len > batch.length) {
       if (fill > 0) yield batch.subarray(0, fill);
