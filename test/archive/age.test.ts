@@ -18,6 +18,7 @@ import {
 } from '../../src/lib/crypto/age.js';
 import { readIdentityFile, readPassphraseFile } from '../../src/lib/crypto/keys.js';
 import { EssError } from '../../src/lib/errors.js';
+import { essFailure } from '../helpers/errors.js';
 import { bytesOf, collect, hasCommand, removeDir, tempDir } from './helpers.js';
 
 // Tests use a low scrypt work factor to stay fast; production uses 18, like the age CLI.
@@ -49,15 +50,6 @@ async function decrypt(data: Buffer, keys: AgeDecryptKeys, chunk = 7_777): Promi
     collect(out),
   ]);
   return plaintext;
-}
-
-async function failure(promise: Promise<unknown>): Promise<EssError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(EssError);
-  return error as EssError;
 }
 
 describe('age round trips', () => {
@@ -115,7 +107,7 @@ describe('age failures', () => {
     });
     dec.on('error', () => {});
     dec.end(file);
-    const error = await failure(dec.header);
+    const error = await essFailure(dec.header);
     expect(error.code).toBe('AGE_WRONG_PASSPHRASE');
     expect(error.exitCode).toBe(4);
     expect(plaintext).toBe(0);
@@ -125,11 +117,11 @@ describe('age failures', () => {
     const keys = generateAgeKeyPair();
     const toKey = await encrypt(Buffer.from('x'), { recipients: [keys.recipient] });
     const withPass = await encrypt(Buffer.from('x'), { passphrase: 'p', scryptWorkFactor: FAST });
-    expect((await failure(decrypt(toKey, { identities: [generateAgeKeyPair().identity] }))).code).toBe(
+    expect((await essFailure(decrypt(toKey, { identities: [generateAgeKeyPair().identity] }))).code).toBe(
       'AGE_NO_MATCHING_IDENTITY',
     );
-    expect((await failure(decrypt(toKey, { passphrases: ['p'] }))).code).toBe('AGE_IDENTITY_REQUIRED');
-    expect((await failure(decrypt(withPass, { identities: [keys.identity] }))).code).toBe('AGE_PASSPHRASE_REQUIRED');
+    expect((await essFailure(decrypt(toKey, { passphrases: ['p'] }))).code).toBe('AGE_IDENTITY_REQUIRED');
+    expect((await essFailure(decrypt(withPass, { identities: [keys.identity] }))).code).toBe('AGE_PASSPHRASE_REQUIRED');
   });
 
   it('Given truncated, extended or modified ciphertext, when decrypting, then it fails', async () => {
@@ -148,7 +140,7 @@ describe('age failures', () => {
       ['flipped header MAC', flip(file, headerEnd - 3), 'AGE_HEADER_INVALID'],
     ];
     for (const [what, bytes, code] of damaged) {
-      expect((await failure(decrypt(bytes, { identities: [keys.identity] }))).code, what).toBe(code);
+      expect((await essFailure(decrypt(bytes, { identities: [keys.identity] }))).code, what).toBe(code);
     }
   });
 

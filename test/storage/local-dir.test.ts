@@ -7,6 +7,7 @@ import { EssError } from '../../src/lib/errors.js';
 import { LocalDirStore } from '../../src/lib/storage/local-dir.js';
 import { StreamSink } from '../../src/lib/storage/stream-sink.js';
 import { bytesOf, collect, removeDir, tempDir } from '../archive/helpers.js';
+import { essFailure } from '../helpers/errors.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -136,16 +137,6 @@ describe('local directory store on a full disk', () => {
 });
 
 describe('local directory checks and file system errors', () => {
-  /** The rejection of `promise`, which must be an EssError. */
-  async function failure(promise: Promise<unknown>): Promise<EssError> {
-    const error = await promise.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(EssError);
-    return error as EssError;
-  }
-
   it('Given a writable place, when checked, then a dry-run creates nothing and a real check creates the directory', async () => {
     const target = join(dir, 'checked', 'a', 'b');
     await new LocalDirStore(target).check({ create: false });
@@ -161,7 +152,7 @@ describe('local directory checks and file system errors', () => {
     await writeFile(file, 'hi\n');
     for (const target of [file, join(file, 'sub'), '/sys/kernel/ess-x', '/proc/ess-x/y']) {
       for (const create of [false, true]) {
-        const error = await failure(new LocalDirStore(target).check({ create }));
+        const error = await essFailure(new LocalDirStore(target).check({ create }));
         expect(error.exitCode, `${target} ${create}`).toBe(4);
         expect(error.code).toBe('DESTINATION_UNUSABLE');
         expect(error.message).toContain(target);
@@ -176,7 +167,7 @@ describe('local directory checks and file system errors', () => {
     await writeFile(file, 'hi\n');
     const store = new LocalDirStore(file);
     for (const action of [store.list(), store.stat('x.tar'), store.delete('x.tar')]) {
-      const error = await failure(action);
+      const error = await essFailure(action);
       expect(error.exitCode).toBe(4);
       expect(error.message).toMatch(/ENOTDIR/);
       expect(error.next).toEqual([`${file} (or one of its parents) is a file: pass a directory with -o/--output`]);
