@@ -281,6 +281,6 @@ describe('import input and flag errors', () => {
     await expect(parse('600')).resolves.toBe(600_000);
     await expect(parse('0')).rejects.toThrow(/duration/);
     await expect(parse('ten')).rejects.toThrow(/duration/);
-    await expect(parse('ten')).rejects.toMatchObject({ oclif: { exit: 2 } });
+    await expect(parse('ten')).rejects.toMatchObject({ exitCode: 2, code: 'USAGE' });
   });
 });

@@ -1,33 +1,9 @@
-import { Args, Errors, Flags } from '@oclif/core';
+import { Args, Flags } from '@oclif/core';
 import { EssCommand, EXIT_CODES_HELP } from '../../lib/base-command.js';
 import { ExitCode } from '../../lib/errors.js';
 import { durationFlag } from '../../lib/workloads/duration-flag.js';
 import { type ImportOptions, type ImportResult, importSynapse } from '../../services/migrate/import.js';
 import { renderImport } from '../../services/migrate/render.js';
-
-/**
- * `--timeout` as backup and restore take it (a Go duration: 90s, 10m), plus a bare integer as seconds, which is what
- * this flag took before (`--timeout 600`).
- */
-function timeoutFlag() {
-  const flag = durationFlag(
-    'How long to wait for Synapse and MAS to stop or become ready: a duration (90s, 10m) or seconds.',
-    '10m',
-  );
-  const parse = flag.parse;
-  return {
-    ...flag,
-    parse: async (input: string, ...rest: Parameters<typeof parse> extends [string, ...infer R] ? R : never) => {
-      if (/^\d+$/.test(input.trim()) && Number(input) > 0) return Number(input) * 1000;
-      try {
-        return await parse(input, ...rest);
-      } catch (error) {
-        // A usage error (exit 2), not a plain Error that would be reported as a bug.
-        throw new Errors.CLIError((error as Error).message, { exit: ExitCode.USAGE });
-      }
-    },
-  } as typeof flag;
-}
 
 export default class MigrateImport extends EssCommand<typeof MigrateImport> {
   static summary = 'Replace the ESS Synapse database with a self-hosted Synapse dump (pg_dump -Fc) or export bundle.';
@@ -77,7 +53,12 @@ export default class MigrateImport extends EssCommand<typeof MigrateImport> {
       options: ['auto', 'parallel', 'staged', 'stream'],
       default: 'auto',
     }),
-    timeout: timeoutFlag(),
+    // A Go duration as for backup and restore; a bare integer is still seconds, as this flag took before.
+    timeout: durationFlag(
+      'How long to wait for Synapse and MAS to stop or become ready: a duration (90s, 10m) or seconds.',
+      '10m',
+      { bareSeconds: true },
+    ),
     'dry-run': Flags.boolean({ description: 'Run every check and print the plan; change nothing.', default: false }),
     yes: Flags.boolean({ char: 'y', description: 'Confirm without a prompt (needed without a TTY).', default: false }),
   };
